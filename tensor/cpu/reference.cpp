@@ -1,0 +1,343 @@
+#include "tensor/cpu/reference.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace purellm::ref {
+
+namespace {
+
+[[noreturn]] void fail(const char* op, const std::string& what) {
+  throw std::invalid_argument(std::string(op) + ": " + what);
+}
+
+float silu1(float v) { return v / (1.0f + std::exp(-v)); }
+
+float softplus1(float v) { return v > 20.0f ? v : std::log1p(std::exp(v)); }
+
+// Applies f(value) -> value to every element of x, writing out.
+template <class F>
+void unary(const char* op, const Tensor& out, const Tensor& x, F f) {
+  check_same_shape(op, out, x);
+  for (int64_t r = 0; r < x.rows(); ++r) {
+    const float* xr = x.row<float>(r);
+    float* o = out.row<float>(r);
+    for (int64_t c = 0; c < x.cols(); ++c) o[c] = f(xr[c]);
+  }
+}
+
+template <class F>
+void binary(const char* op, const Tensor& out, const Tensor& a, const Tensor& b, F f) {
+  check_same_shape(op, out, a);
+  check_same_shape(op, out, b);
+  for (int64_t r = 0; r < a.rows(); ++r) {
+    const float* ar = a.row<float>(r);
+    const float* br = b.row<float>(r);
+    float* o = out.row<float>(r);
+    for (int64_t c = 0; c < a.cols(); ++c) o[c] = f(ar[c], br[c]);
+  }
+}
+
+}  // namespace
+
+void check_f32_rows(const char* op, const char* what, const Tensor& t) {
+  if (t.dtype != DType::F32) fail(op, std::string(what) + " must be F32, got " + t.describe());
+  if (t.ndim > 1 && t.stride[static_cast<size_t>(t.ndim - 1)] != 1)
+    fail(op, std::string(what) + " rows must be contiguous");
+}
+
+void check_same_shape(const char* op, const Tensor& out, const Tensor& x) {
+  check_f32_rows(op, "input", x);
+  check_f32_rows(op, "output", out);
+  if (out.rows() != x.rows() || out.cols() != x.cols())
+    fail(op, "output " + out.describe() + " does not match input " + x.describe());
+}
+
+void weight_row_f32(const Tensor& w, int64_t r, float* dst) {
+  const int64_t n = w.cols();
+  switch (w.dtype) {
+    case DType::F32: {
+      const float* s = w.row<float>(r);
+      std::copy(s, s + n, dst);
+      return;
+    }
+    case DType::F16: {
+      const uint16_t* s = w.row<uint16_t>(r);
+      for (int64_t i = 0; i < n; ++i) dst[i] = f16_to_f32(s[i]);
+      return;
+    }
+    case DType::BF16: {
+      const uint16_t* s = w.row<uint16_t>(r);
+      for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(s[i]);
+      return;
+    }
+    default:
+      fail("weight_row_f32", "unsupported weight dtype " + w.describe());
+  }
+}
+
+void embed(const Tensor& out, const Tensor& table, std::span<const int32_t> ids) {
+  check_f32_rows("embed", "output", out);
+  if (out.rows() != static_cast<int64_t>(ids.size()) || out.cols() != table.cols())
+    fail("embed", "output " + out.describe() + " vs table " + table.describe());
+  for (size_t t = 0; t < ids.size(); ++t) {
+    if (ids[t] < 0 || ids[t] >= table.rows())
+      fail("embed", "token id " + std::to_string(ids[t]) + " outside the vocabulary of " +
+                        std::to_string(table.rows()));
+    weight_row_f32(table, ids[t], out.row<float>(static_cast<int64_t>(t)));
+  }
+}
+
+void matmul(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& bias) {
+  check_f32_rows("matmul", "x", x);
+  check_f32_rows("matmul", "out", out);
+  const int64_t T = x.rows(), K = x.cols(), N = w.rows();
+  if (w.cols() != K) fail("matmul", "x " + x.describe() + " vs weight " + w.describe());
+  if (out.rows() != T || out.cols() != N)
+    fail("matmul", "output " + out.describe() + " should be [" + std::to_string(T) + ", " +
+                       std::to_string(N) + "]");
+  if (!bias.empty() && bias.numel() != N) fail("matmul", "bias " + bias.describe());
+  std::vector<float> wrow(static_cast<size_t>(K));
+  for (int64_t n = 0; n < N; ++n) {
+    weight_row_f32(w, n, wrow.data());
+    const double b = bias.empty() ? 0.0 : bias.ptr<float>()[n];
+    for (int64_t t = 0; t < T; ++t) {
+      const float* xr = x.row<float>(t);
+      double acc = 0.0;
+      for (int64_t k = 0; k < K; ++k) acc += static_cast<double>(xr[k]) * wrow[static_cast<size_t>(k)];
+      out.row<float>(t)[n] = static_cast<float>(acc + b);
+    }
+  }
+}
+
+void add(const Tensor& out, const Tensor& a, const Tensor& b) {
+  binary("add", out, a, b, [](float u, float v) { return u + v; });
+}
+
+void mul(const Tensor& out, const Tensor& a, const Tensor& b) {
+  binary("mul", out, a, b, [](float u, float v) { return u * v; });
+}
+
+void scale(const Tensor& out, const Tensor& x, float s) {
+  unary("scale", out, x, [s](float v) { return s * v; });
+}
+
+void add_scaled(const Tensor& out, const Tensor& x, float s) {
+  binary("add_scaled", out, out, x, [s](float o, float v) { return o + s * v; });
+}
+
+void copy(const Tensor& out, const Tensor& x) {
+  unary("copy", out, x, [](float v) { return v; });
+}
+
+void layernorm(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& b, float eps) {
+  check_same_shape("layernorm", out, x);
+  const int64_t n = x.cols();
+  if (w.numel() != n || (!b.empty() && b.numel() != n))
+    fail("layernorm", "weight/bias size does not match " + x.describe());
+  for (int64_t r = 0; r < x.rows(); ++r) {
+    const float* xr = x.row<float>(r);
+    double mean = 0.0, var = 0.0;
+    for (int64_t i = 0; i < n; ++i) mean += xr[i];
+    mean /= static_cast<double>(n);
+    for (int64_t i = 0; i < n; ++i) var += (xr[i] - mean) * (xr[i] - mean);
+    var /= static_cast<double>(n);
+    const double inv = 1.0 / std::sqrt(var + eps);
+    float* o = out.row<float>(r);
+    for (int64_t i = 0; i < n; ++i) {
+      const double bi = b.empty() ? 0.0 : b.ptr<float>()[i];
+      o[i] = static_cast<float>((xr[i] - mean) * inv * w.ptr<float>()[i] + bi);
+    }
+  }
+}
+
+void rmsnorm(const Tensor& out, const Tensor& x, const Tensor& w, float eps) {
+  check_same_shape("rmsnorm", out, x);
+  const int64_t n = x.cols();
+  if (w.numel() != n) fail("rmsnorm", "weight size does not match " + x.describe());
+  for (int64_t r = 0; r < x.rows(); ++r) {
+    const float* xr = x.row<float>(r);
+    double ss = 0.0;
+    for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+    const double inv = 1.0 / std::sqrt(ss / static_cast<double>(n) + eps);
+    float* o = out.row<float>(r);
+    for (int64_t i = 0; i < n; ++i) o[i] = static_cast<float>(xr[i] * inv * w.ptr<float>()[i]);
+  }
+}
+
+void softmax(const Tensor& out, const Tensor& x) {
+  check_same_shape("softmax", out, x);
+  const int64_t n = x.cols();
+  for (int64_t r = 0; r < x.rows(); ++r) {
+    const float* xr = x.row<float>(r);
+    float* o = out.row<float>(r);
+    const float mx = *std::max_element(xr, xr + n);
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(xr[i]) - mx);
+    for (int64_t i = 0; i < n; ++i) o[i] = static_cast<float>(std::exp(static_cast<double>(xr[i]) - mx) / sum);
+  }
+}
+
+void gelu(const Tensor& out, const Tensor& x) {
+  unary("gelu", out, x, [](float v) {
+    return static_cast<float>(0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0))));
+  });
+}
+
+void gelu_tanh(const Tensor& out, const Tensor& x) {
+  unary("gelu_tanh", out, x, [](float v) {
+    const double u = std::sqrt(2.0 / M_PI) * (v + 0.044715 * static_cast<double>(v) * v * v);
+    return static_cast<float>(0.5 * v * (1.0 + std::tanh(u)));
+  });
+}
+
+void relu(const Tensor& out, const Tensor& x) {
+  unary("relu", out, x, [](float v) { return v > 0.0f ? v : 0.0f; });
+}
+
+void silu(const Tensor& out, const Tensor& x) { unary("silu", out, x, silu1); }
+
+void silu_mul(const Tensor& out, const Tensor& gate, const Tensor& up) {
+  binary("silu_mul", out, gate, up, [](float g, float u) { return silu1(g) * u; });
+}
+
+void rope(const Tensor& x, int n_heads, int head_dim, int rot_dims, int64_t pos0,
+          const Tensor& cos, const Tensor& sin) {
+  check_f32_rows("rope", "x", x);
+  const int half = rot_dims / 2;
+  if (x.cols() != static_cast<int64_t>(n_heads) * head_dim || rot_dims % 2 || rot_dims > head_dim)
+    fail("rope", "x " + x.describe() + " vs heads " + std::to_string(n_heads) + " x " +
+                     std::to_string(head_dim) + ", rot_dims " + std::to_string(rot_dims));
+  if (cos.cols() < half || pos0 + x.rows() > cos.rows())
+    fail("rope", "position " + std::to_string(pos0 + x.rows() - 1) + " outside the table " +
+                     cos.describe());
+  for (int64_t t = 0; t < x.rows(); ++t) {
+    const float* c = cos.row<float>(pos0 + t);
+    const float* s = sin.row<float>(pos0 + t);
+    for (int h = 0; h < n_heads; ++h) {
+      float* v = x.row<float>(t) + static_cast<int64_t>(h) * head_dim;
+      for (int i = 0; i < half; ++i) {
+        const float a = v[i], b = v[i + half];
+        v[i] = a * c[i] - b * s[i];
+        v[i + half] = b * c[i] + a * s[i];
+      }
+    }
+  }
+}
+
+void attention(const Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+               const AttentionArgs& a) {
+  check_f32_rows("attention", "q", q);
+  check_f32_rows("attention", "out", out);
+  const int64_t T = q.rows(), d = a.head_dim;
+  if (a.n_kv_heads <= 0 || a.n_heads % a.n_kv_heads)
+    fail("attention", "n_heads " + std::to_string(a.n_heads) + " not a multiple of n_kv_heads " +
+                          std::to_string(a.n_kv_heads));
+  if (q.cols() != a.n_heads * d || out.cols() != q.cols() || out.rows() != T)
+    fail("attention", "q " + q.describe() + " / out " + out.describe() + " vs heads");
+  if (k_cache.cols() != a.n_kv_heads * d || v_cache.cols() != k_cache.cols() ||
+      a.pos0 + T > k_cache.rows() || a.pos0 + T > v_cache.rows())
+    fail("attention", "cache " + k_cache.describe() + " too small for position " +
+                          std::to_string(a.pos0 + T - 1));
+  const int group = a.n_heads / a.n_kv_heads;
+  const int64_t n_keys = a.pos0 + T;
+  std::vector<double> p(static_cast<size_t>(n_keys));
+  for (int h = 0; h < a.n_heads; ++h) {
+    const int64_t kv_off = static_cast<int64_t>(h / group) * d;
+    const double slope = a.alibi_slopes.empty() ? 0.0 : a.alibi_slopes.ptr<float>()[h];
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t pos = a.pos0 + t;
+      const int64_t first = a.window > 0 ? std::max<int64_t>(0, pos - a.window + 1) : 0;
+      const float* qv = q.row<float>(t) + h * d;
+      double mx = -INFINITY;
+      for (int64_t j = first; j <= pos; ++j) {
+        const float* kv = k_cache.row<float>(j) + kv_off;
+        double s = 0.0;
+        for (int64_t i = 0; i < d; ++i) s += static_cast<double>(qv[i]) * kv[i];
+        p[static_cast<size_t>(j)] = a.scale * s + slope * static_cast<double>(j);
+        mx = std::max(mx, p[static_cast<size_t>(j)]);
+      }
+      double sum = 0.0;
+      for (int64_t j = first; j <= pos; ++j) sum += (p[static_cast<size_t>(j)] = std::exp(p[static_cast<size_t>(j)] - mx));
+      float* o = out.row<float>(t) + h * d;
+      for (int64_t i = 0; i < d; ++i) {
+        double acc = 0.0;
+        for (int64_t j = first; j <= pos; ++j) acc += p[static_cast<size_t>(j)] * v_cache.row<float>(j)[kv_off + i];
+        o[i] = static_cast<float>(acc / sum);
+      }
+      if (!a.probs.empty()) {
+        float* pr = a.probs.select(h).row<float>(t);
+        for (int64_t j = 0; j < a.probs.dim(2); ++j)
+          pr[j] = (j >= first && j <= pos) ? static_cast<float>(p[static_cast<size_t>(j)] / sum) : 0.0f;
+      }
+    }
+  }
+}
+
+int64_t argmax(const Tensor& x) {
+  const float* v = x.row<float>(0);
+  return std::max_element(v, v + x.cols()) - v;
+}
+
+void conv1d_causal(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& bias,
+                   const Tensor& state) {
+  check_same_shape("conv1d_causal", out, x);
+  const int64_t T = x.rows(), C = x.cols(), K = w.cols();
+  if (w.rows() != C || state.rows() != C || state.cols() != K || (!bias.empty() && bias.numel() != C))
+    fail("conv1d_causal", "weight " + w.describe() + " / state " + state.describe() + " vs " +
+                              x.describe());
+  std::vector<float> hist(static_cast<size_t>(K - 1 + T));
+  for (int64_t c = 0; c < C; ++c) {
+    const float* st = state.row<float>(c);
+    for (int64_t k = 0; k < K - 1; ++k) hist[static_cast<size_t>(k)] = st[k + 1];
+    for (int64_t t = 0; t < T; ++t) hist[static_cast<size_t>(K - 1 + t)] = x.row<float>(t)[c];
+    const float* wc = w.row<float>(c);
+    for (int64_t t = 0; t < T; ++t) {
+      double acc = bias.empty() ? 0.0 : bias.ptr<float>()[c];
+      for (int64_t k = 0; k < K; ++k) acc += static_cast<double>(wc[k]) * hist[static_cast<size_t>(t + k)];
+      out.row<float>(t)[c] = static_cast<float>(acc);
+    }
+    float* sw = state.row<float>(c);
+    for (int64_t k = 0; k < K; ++k) sw[k] = hist[static_cast<size_t>(T - 1 + k)];
+  }
+}
+
+void ssm_scan(const Tensor& y, const Tensor& x, const Tensor& dt, const Tensor& B,
+              const Tensor& C, const Tensor& A_log, const Tensor& D, const Tensor& dt_bias,
+              const Tensor& state, const SsmArgs& a) {
+  const int64_t T = x.rows(), P = a.head_dim, N = a.d_state;
+  check_same_shape("ssm_scan", y, x);
+  if (a.n_groups <= 0 || a.n_heads % a.n_groups || x.cols() != a.n_heads * P ||
+      dt.cols() != a.n_heads || B.cols() != a.n_groups * N || C.cols() != a.n_groups * N ||
+      dt.rows() != T || B.rows() != T || C.rows() != T ||
+      state.numel() != static_cast<int64_t>(a.n_heads) * P * N)
+    fail("ssm_scan", "inconsistent shapes: x " + x.describe() + ", dt " + dt.describe() + ", B " +
+                         B.describe() + ", state " + state.describe());
+  const int heads_per_group = a.n_heads / a.n_groups;
+  float* S = state.ptr<float>();
+  for (int64_t t = 0; t < T; ++t) {
+    for (int h = 0; h < a.n_heads; ++h) {
+      const int64_t g = h / heads_per_group;
+      const float d = std::clamp(softplus1(dt.row<float>(t)[h] + dt_bias.ptr<float>()[h]), a.dt_min, a.dt_max);
+      const float decay = std::exp(-std::exp(A_log.ptr<float>()[h]) * d);
+      const float* xh = x.row<float>(t) + h * P;
+      const float* Bg = B.row<float>(t) + g * N;
+      const float* Cg = C.row<float>(t) + g * N;
+      float* yh = y.row<float>(t) + h * P;
+      for (int64_t p = 0; p < P; ++p) {
+        float* s = S + (h * P + p) * N;
+        double acc = 0.0;
+        for (int64_t n = 0; n < N; ++n) {
+          s[n] = decay * s[n] + d * xh[p] * Bg[n];
+          acc += static_cast<double>(s[n]) * Cg[n];
+        }
+        yh[p] = static_cast<float>(acc + static_cast<double>(D.ptr<float>()[h]) * xh[p]);
+      }
+    }
+  }
+}
+
+}  // namespace purellm::ref

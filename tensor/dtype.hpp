@@ -1,0 +1,61 @@
+// Element types and their traits.
+//
+// Every dtype is described by one row of a traits table: its safetensors name, how many
+// elements form one block, and how many bytes a block takes. Plain types have blocks of one
+// element; quantized types (Q8_0, Q4_0: 32 elements + one F16 scale) are added as new rows,
+// so a model file never needs to know which dtype its weights are in.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <string_view>
+
+namespace purellm {
+
+enum class DType : uint8_t { F32, F16, BF16, I32, I64, Q8_0, Q4_0 };
+
+struct DTypeTraits {
+  DType dtype;
+  std::string_view name;  // safetensors / user-facing name ("F32", "BF16", "Q8_0", ...)
+  int block_elems;        // elements per block (1 for plain types)
+  int block_bytes;        // bytes per block
+  bool is_float;          // can be a weight or activation converted to f32 row by row
+};
+
+const DTypeTraits& traits(DType t);
+std::string_view dtype_name(DType t);
+// Parses a safetensors dtype name ("F32", "F16", "BF16", "I64", ...); nullopt if unknown.
+std::optional<DType> dtype_from_name(std::string_view name);
+// Parses a user-facing dtype flag ("f32", "bf16", "q8_0", ...), case-insensitive.
+std::optional<DType> dtype_from_flag(std::string_view name);
+
+// Bytes taken by n elements of type t; n must be a multiple of the block size.
+inline size_t dtype_bytes(DType t, int64_t n) {
+  const DTypeTraits& tr = traits(t);
+  return static_cast<size_t>(n / tr.block_elems) * static_cast<size_t>(tr.block_bytes);
+}
+
+// ---- scalar conversions (the reference; SIMD row conversions live in cpu/) ----------------
+
+inline float bf16_to_f32(uint16_t h) {
+  uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+// Round to nearest even, NaN stays NaN (quiet), as PyTorch does.
+inline uint16_t f32_to_bf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+float f16_to_f32(uint16_t h);
+uint16_t f32_to_f16(float f);
+
+}  // namespace purellm
