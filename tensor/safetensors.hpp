@@ -47,6 +47,8 @@ class SafetensorsError : public std::runtime_error {
     MissingTensor,  // a name the model asked for is not in any file
     BadIndex,       // model.safetensors.index.json malformed
   };
+  // The message reads `<file>: tensor "<tensor>": <what>` (without the tensor part when
+  // `tensor` is empty), so every error names the file and, where there is one, the tensor.
   SafetensorsError(Kind kind, const std::string& file, const std::string& tensor,
                    const std::string& what);
   Kind kind() const { return kind_; }
@@ -58,8 +60,12 @@ class SafetensorsError : public std::runtime_error {
   std::string file_, tensor_;
 };
 
+std::string_view kind_name(SafetensorsError::Kind kind);  // "Truncated", "Overlap", ...
+
 // The safetensors format caps the header at 100 MB; so do we.
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;
+// No real checkpoint comes near this many tensors; a header that lists more is hostile or broken.
+constexpr size_t kMaxTensors = 1'000'000;
 
 struct TensorInfo {
   std::string name;
@@ -70,9 +76,13 @@ struct TensorInfo {
 
 // Parses and validates a header. `header` is the JSON text, `data_bytes` the size of the
 // data section that follows it; `file` is used in error messages. Exposed for fuzzing.
+// `max_tensors` caps the tensor count (tests lower it to reach the check cheaply).
+// Returns the tensors in file order (by begin offset). Besides the plain dtypes, the block
+// dtypes of the dtype table (Q8_0, Q4_0) are accepted when the last dim holds whole blocks.
 std::vector<TensorInfo> parse_safetensors_header(std::string_view header, uint64_t data_bytes,
                                                  const std::string& file,
-                                                 nlohmann::json* metadata = nullptr);
+                                                 nlohmann::json* metadata = nullptr,
+                                                 size_t max_tensors = kMaxTensors);
 
 class SafetensorsFile {
  public:
@@ -85,7 +95,9 @@ class SafetensorsFile {
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   const nlohmann::json& metadata() const { return metadata_; }
   const TensorInfo* find(std::string_view name) const;
-  // A host view of the tensor's bytes (mapped or copied, per the load mode).
+  // A host view of the tensor's bytes (mapped or copied, per the load mode). Copy mode puts
+  // every tensor at a 64-byte aligned address; Mmap mode keeps the file's alignment and its
+  // memory is read-only. `info` must be one of tensors().
   Tensor tensor(const TensorInfo& info) const;
   uint64_t data_bytes() const { return data_bytes_; }
 
@@ -95,15 +107,21 @@ class SafetensorsFile {
   std::vector<TensorInfo> tensors_;
   std::unordered_map<std::string, size_t> by_name_;
   nlohmann::json metadata_;
-  const char* data_ = nullptr;  // start of the data section
+  std::vector<char*> where_;  // per tensor (tensors_ order): its bytes in memory
   uint64_t data_bytes_ = 0;
-  void* map_ = nullptr;         // Mmap mode: the whole file mapping
+  void* map_ = nullptr;       // Mmap mode: the whole file mapping
   size_t map_bytes_ = 0;
-  AlignedBuffer copy_;          // Copy mode: the data section
+  AlignedBuffer copy_;        // Copy mode: every tensor, each in its own 64-byte aligned slot
+
+  void map_file(int fd, uint64_t file_bytes, uint64_t data_start);
+  void copy_tensors(int fd, uint64_t data_start);
 };
 
 // All weights of a model folder: model.safetensors, or the shards named by
-// model.safetensors.index.json (or a single *.safetensors file path).
+// model.safetensors.index.json (or a single *.safetensors file path, or an index path);
+// a folder holding both uses model.safetensors, as transformers does.
+// Each shard is opened once; every name the index maps must be in its shard, and a name
+// in two shards is an error (BadIndex).
 class WeightFiles {
  public:
   static WeightFiles open(const std::string& path, LoadMode mode = LoadMode::Copy);
@@ -122,6 +140,9 @@ class WeightFiles {
   LoadMode mode_ = LoadMode::Copy;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::unordered_map<std::string, std::pair<const SafetensorsFile*, const TensorInfo*>> index_;
+
+  void add_file(const std::string& path);
+  void add_index(const std::string& index_path);
 };
 
 }  // namespace purellm
