@@ -28,6 +28,18 @@ Tensor Tensor::contiguous(void* data, DType dtype, std::initializer_list<int64_t
   return t;
 }
 
+Tensor Tensor::contiguous_like(const Tensor& like, DType dtype, void* data) {
+  Tensor t = like;
+  t.dtype = dtype;
+  t.data = data;
+  int64_t stride = 1;
+  for (int d = t.ndim - 1; d >= 0; --d) {
+    t.stride[static_cast<size_t>(d)] = stride;
+    stride *= t.shape[static_cast<size_t>(d)];
+  }
+  return t;
+}
+
 int64_t Tensor::numel() const {
   int64_t n = 1;
   for (int i = 0; i < ndim; ++i) n *= shape[static_cast<size_t>(i)];

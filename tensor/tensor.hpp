@@ -38,6 +38,8 @@ struct Tensor {
   // A contiguous view over data with the given shape.
   static Tensor contiguous(void* data, DType dtype, std::initializer_list<int64_t> shape,
                            Device device = Device::CPU);
+  // A contiguous view with the shape of `like` and the given dtype.
+  static Tensor contiguous_like(const Tensor& like, DType dtype, void* data);
 
   int64_t dim(int i) const { return shape[static_cast<size_t>(i < 0 ? ndim + i : i)]; }
   int64_t numel() const;

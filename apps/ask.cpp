@@ -1,0 +1,183 @@
+// ask: the front door. `ask [-m DIR|ALIAS] [options] "prompt"` streams a continuation.
+// Installed also as `ask-gpt2` (= ask -m gpt2), the name users of the Go ancestor know.
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "apps/app_common.hpp"
+#include "models/generate.hpp"
+#include "tensor/cpu/cpu_backend.hpp"
+#include "tokenizer/tokenizer.hpp"
+
+using namespace purellm;
+
+namespace {
+
+const char* kUsage = R"(usage: ask [-m DIR|ALIAS] [options] "prompt"
+
+  -m, --model DIR|ALIAS   model folder, or an alias from models.json (default: gpt2)
+  -p, --prompt TEXT       the prompt (or give it as the last argument)
+  -n, --n-predict N       tokens to generate (default 64)
+      --greedy            always take the most likely token
+      --temp T            sampling temperature (default 0.8; 0 = greedy)
+      --top-k K           keep the K most likely tokens (default 40; 0 = off)
+      --top-p P           nucleus sampling threshold (default 0.95; 1 = off)
+      --repeat-penalty R  penalise tokens already present (default 1.0 = off)
+      --seed S            random seed (default 0)
+      --ignore-eos        keep generating after an end-of-sequence token
+  -t, --threads N         worker threads (default: all cores)
+  -c, --ctx N             KV cache size in tokens (default: prompt + n, at most the model's context)
+      --mmap              use weights in place from the mapped file (less memory, slower on VMs)
+      --dtype D           convert weights at load: f32, f16, bf16
+      --stats             print load time, prefill/decode speed, GB/s and peak memory to stderr
+      --prompt-ids 1,2,3  feed token ids instead of text
+      --print-ids         print one line: prompt ids then generated ids, space separated
+  -h, --help              this text
+)";
+
+struct AskArgs {
+  std::string model = "gpt2";
+  std::string prompt;
+  bool has_prompt = false;
+  int64_t n_predict = 64;
+  SamplingOptions sampling;
+  bool ignore_eos = false;
+  int threads = 0;
+  int64_t ctx = 0;
+  LoadOptions load;
+  bool stats = false;
+  std::string prompt_ids;
+  bool print_ids = false;
+};
+
+AskArgs parse_args(int argc, char** argv) {
+  AskArgs a;
+  if (std::filesystem::path(argv[0]).filename() == "ask-gpt2") a.model = "gpt2";
+  auto value = [&](int& i) -> std::string {
+    if (i + 1 >= argc) throw std::runtime_error(std::string(argv[i]) + " needs a value");
+    return argv[++i];
+  };
+  for (int i = 1; i < argc; ++i) {
+    const std::string f = argv[i];
+    if (f == "-h" || f == "--help") {
+      std::fputs(kUsage, stdout);
+      std::exit(0);
+    } else if (f == "-m" || f == "--model") a.model = value(i);
+    else if (f == "-p" || f == "--prompt") { a.prompt = value(i); a.has_prompt = true; }
+    else if (f == "-n" || f == "--n-predict") a.n_predict = app::parse_int(f, value(i), 0, 1 << 24);
+    else if (f == "--greedy") a.sampling.greedy = true;
+    else if (f == "--temp") a.sampling.temperature = static_cast<float>(app::parse_float(f, value(i), 0.0, 100.0));
+    else if (f == "--top-k") a.sampling.top_k = static_cast<int>(app::parse_int(f, value(i), 0, 1 << 30));
+    else if (f == "--top-p") a.sampling.top_p = static_cast<float>(app::parse_float(f, value(i), 1e-6, 1.0));
+    else if (f == "--repeat-penalty") a.sampling.repetition_penalty = static_cast<float>(app::parse_float(f, value(i), 1e-3, 100.0));
+    else if (f == "--seed") a.sampling.seed = static_cast<uint64_t>(app::parse_int(f, value(i), 0, INT64_MAX));
+    else if (f == "--ignore-eos") a.ignore_eos = true;
+    else if (f == "-t" || f == "--threads") a.threads = static_cast<int>(app::parse_int(f, value(i), 1, 1024));
+    else if (f == "-c" || f == "--ctx") a.ctx = app::parse_int(f, value(i), 1, 1 << 24);
+    else if (f == "--mmap") a.load.mode = LoadMode::Mmap;
+    else if (f == "--dtype") {
+      const std::string d = value(i);
+      a.load.weight_dtype = dtype_from_flag(d);
+      if (!a.load.weight_dtype) throw std::runtime_error("--dtype: unknown dtype \"" + d + "\" (f32, f16, bf16)");
+    } else if (f == "--stats") a.stats = true;
+    else if (f == "--prompt-ids") a.prompt_ids = value(i);
+    else if (f == "--print-ids") a.print_ids = true;
+    else if (!f.empty() && f[0] == '-' && f.size() > 1) throw std::runtime_error("unknown option " + f + " (see --help)");
+    else if (!a.has_prompt) { a.prompt = f; a.has_prompt = true; }
+    else throw std::runtime_error("more than one prompt given: \"" + f + "\" (quote the prompt)");
+  }
+  if (!a.has_prompt && a.prompt_ids.empty()) throw std::runtime_error("no prompt given (see --help)");
+  return a;
+}
+
+void print_stats(const ModelInfo& info, double load_seconds, const GenerationStats& st) {
+  const double gbs = st.decode_tokens_per_second() * static_cast<double>(info.weight_bytes_per_token) / 1e9;
+  std::fprintf(stderr,
+               "\n[stats] %s on %s, %d threads\n"
+               "[stats] load:    %.3f s (%.1f MB of weights)\n"
+               "[stats] prefill: %lld tokens in %.3f s = %.1f tok/s\n"
+               "[stats] decode:  %lld tokens in %.3f s = %.1f tok/s, %.2f GB/s of weights\n"
+               "[stats] peak RSS %.1f MB\n",
+               info.architecture.c_str(), cpu_backend().name().c_str(), cpu::num_threads(), load_seconds,
+               static_cast<double>(info.weight_bytes) / 1e6, static_cast<long long>(st.prompt_tokens),
+               st.prefill_seconds, st.prefill_tokens_per_second(),
+               static_cast<long long>(st.generated_tokens > 0 ? st.generated_tokens - 1 : 0), st.decode_seconds,
+               st.decode_tokens_per_second(), gbs, static_cast<double>(app::peak_rss_bytes()) / 1e6);
+}
+
+int run(const AskArgs& a) {
+  cpu::set_num_threads(a.threads);
+  const app::ResolvedModel resolved = app::resolve_model(a.model);
+
+  // The tokenizer is only optional in the fully numeric mode.
+  std::optional<Tokenizer> tokenizer;
+  if (!(a.print_ids && !a.prompt_ids.empty())) tokenizer = Tokenizer::load(resolved.dir);
+
+  const auto t0 = std::chrono::steady_clock::now();
+  std::unique_ptr<Model> model = load_model(resolved.dir, a.load);
+  const double load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const ModelInfo& info = model->info();
+
+  const std::vector<int32_t> prompt = a.prompt_ids.empty() ? tokenizer->encode(a.prompt, /*add_special=*/true)
+                                                           : app::parse_prompt_ids(a.prompt_ids, info.vocab_size);
+  if (prompt.empty()) throw std::runtime_error("the prompt encodes to no tokens");
+  for (int32_t id : prompt)
+    if (id >= info.vocab_size)
+      throw std::runtime_error("token id " + std::to_string(id) + " from the tokenizer is outside the model's vocabulary of " +
+                               std::to_string(info.vocab_size));
+
+  const int64_t wanted = static_cast<int64_t>(prompt.size()) + a.n_predict;
+  Cache cache = model->make_cache(a.ctx ? a.ctx : std::min(wanted, info.max_context));
+  Sampler sampler(a.sampling);
+  GenerateOptions gen;
+  gen.max_new_tokens = a.n_predict;
+  gen.stop_at_eos = !a.ignore_eos;
+
+  std::optional<StreamDecoder> stream;
+  if (!a.print_ids) {
+    // Echo the prompt through the same decoder so spacing matches the continuation.
+    stream.emplace(*tokenizer);
+    for (int32_t id : prompt)
+      if (!tokenizer->is_special(id)) std::fputs(stream->push(id).c_str(), stdout);
+    std::fflush(stdout);
+  }
+  auto on_token = [&](int32_t id) {
+    if (stream && !tokenizer->is_special(id)) {
+      std::fputs(stream->push(id).c_str(), stdout);
+      std::fflush(stdout);
+    }
+    return true;
+  };
+  GenerationStats st;
+  const std::vector<int32_t> out = generate(*model, cache, prompt, gen, sampler, on_token, &st);
+
+  if (a.print_ids) {
+    std::string line;
+    for (int32_t id : prompt) line += std::to_string(id) + " ";
+    for (int32_t id : out) line += std::to_string(id) + " ";
+    if (!line.empty()) line.pop_back();
+    std::printf("%s\n", line.c_str());
+  } else {
+    std::printf("%s\n", stream->finish().c_str());
+  }
+  std::fflush(stdout);
+  if (a.stats) print_stats(info, load_seconds, st);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(parse_args(argc, argv));
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "ask: error: %s\n", e.what());
+    return 1;
+  }
+}

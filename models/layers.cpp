@@ -1,0 +1,381 @@
+#include "models/layers.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+
+#include "tensor/cpu/reference.hpp"
+
+namespace purellm {
+
+// ---- ConfigReader ----------------------------------------------------------------------
+
+ConfigReader::ConfigReader(const nlohmann::json& config, std::string where)
+    : config_(config), where_(std::move(where)) {
+  if (!config_.is_object()) throw std::runtime_error(where_ + ": expected a JSON object");
+}
+
+void ConfigReader::fail(std::string_view key, const std::string& why) const {
+  throw std::runtime_error(where_ + ": \"" + std::string(key) + "\" " + why);
+}
+
+bool ConfigReader::has(std::string_view key) const {
+  auto it = config_.find(key);
+  return it != config_.end() && !it->is_null();
+}
+
+const nlohmann::json* ConfigReader::find(std::initializer_list<std::string_view> keys,
+                                         std::string_view* found) const {
+  for (std::string_view k : keys) {
+    auto it = config_.find(k);
+    if (it != config_.end() && !it->is_null()) {
+      *found = k;
+      return &*it;
+    }
+  }
+  *found = *keys.begin();
+  return nullptr;
+}
+
+int64_t ConfigReader::integer(std::initializer_list<std::string_view> keys, std::optional<int64_t> fallback,
+                              int64_t min, int64_t max) const {
+  std::string_view key;
+  const nlohmann::json* v = find(keys, &key);
+  if (!v) {
+    if (fallback) return *fallback;
+    fail(key, "is missing");
+  }
+  // Integers written as 64.0 are accepted; 64.5, strings, NaN are not.
+  if (!v->is_number()) fail(key, "must be an integer, got " + v->dump());
+  const double d = v->get<double>();
+  if (!std::isfinite(d) || d != std::floor(d)) fail(key, "must be an integer, got " + v->dump());
+  if (d < static_cast<double>(min) || d > static_cast<double>(max))
+    fail(key, "must be in [" + std::to_string(min) + ", " + std::to_string(max) + "], got " + v->dump());
+  return static_cast<int64_t>(d);
+}
+
+double ConfigReader::number(std::initializer_list<std::string_view> keys, std::optional<double> fallback,
+                            double min, double max) const {
+  std::string_view key;
+  const nlohmann::json* v = find(keys, &key);
+  if (!v) {
+    if (fallback) return *fallback;
+    fail(key, "is missing");
+  }
+  if (!v->is_number()) fail(key, "must be a number, got " + v->dump());
+  const double d = v->get<double>();
+  if (!std::isfinite(d) || d < min || d > max)
+    fail(key, "must be a finite number in [" + std::to_string(min) + ", " + std::to_string(max) + "], got " +
+                  v->dump());
+  return d;
+}
+
+bool ConfigReader::boolean(std::string_view key, bool fallback) const {
+  if (!has(key)) return fallback;
+  const auto& v = config_.at(std::string(key));
+  if (!v.is_boolean()) fail(key, "must be true or false, got " + v.dump());
+  return v.get<bool>();
+}
+
+std::string ConfigReader::string(std::string_view key, std::optional<std::string> fallback) const {
+  if (!has(key)) {
+    if (fallback) return *fallback;
+    fail(key, "is missing");
+  }
+  const auto& v = config_.at(std::string(key));
+  if (!v.is_string()) fail(key, "must be a string, got " + v.dump());
+  return v.get<std::string>();
+}
+
+std::vector<int32_t> ConfigReader::token_ids(std::string_view key) const {
+  std::vector<int32_t> ids;
+  if (!has(key)) return ids;
+  const auto& v = config_.at(std::string(key));
+  auto add = [&](const nlohmann::json& e) {
+    if (!e.is_number_integer() || e.get<int64_t>() < 0 || e.get<int64_t>() > INT32_MAX)
+      fail(key, "must be a token id or a list of token ids, got " + v.dump());
+    ids.push_back(e.get<int32_t>());
+  };
+  if (v.is_array())
+    for (const auto& e : v) add(e);
+  else
+    add(v);
+  return ids;
+}
+
+void read_special_ids(const ConfigReader& cfg, ModelInfo& info) {
+  auto bos = cfg.token_ids("bos_token_id");
+  if (!bos.empty()) info.bos_id = bos.front();
+  info.eos_ids = cfg.token_ids("eos_token_id");
+  if (!info.eos_ids.empty()) info.eos_id = info.eos_ids.front();
+  for (int32_t id : info.eos_ids)
+    if (id >= info.vocab_size) cfg.fail("eos_token_id", "is outside the vocabulary");
+}
+
+// ---- WeightLoader ----------------------------------------------------------------------
+
+WeightLoader::WeightLoader(const WeightFiles& files, const LoadOptions& options,
+                           std::vector<std::string> prefixes)
+    : files_(files),
+      backend_(options.backend ? options.backend : &cpu_backend()),
+      weight_dtype_(options.weight_dtype),
+      prefixes_(std::move(prefixes)) {}
+
+bool WeightLoader::has(const std::string& name) const {
+  for (const auto& p : prefixes_)
+    if (files_.has(p + name)) return true;
+  return false;
+}
+
+const TensorInfo& WeightLoader::lookup(const std::string& name, std::string* full) const {
+  for (const auto& p : prefixes_) {
+    if (files_.has(p + name)) {
+      *full = p + name;
+      return files_.info(*full);
+    }
+  }
+  return files_.info(prefixes_.front() + name);  // throws MissingTensor naming it
+}
+
+Tensor WeightLoader::host(const std::string& name, std::initializer_list<int64_t> shape, std::string* full) const {
+  const TensorInfo& info = lookup(name, full);
+  std::vector<int64_t> want(shape);
+  if (info.shape != want) {
+    auto str = [](const std::vector<int64_t>& s) {
+      std::string r = "[";
+      for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+      return r + "]";
+    };
+    throw std::runtime_error(files_.source() + ": tensor \"" + *full + "\" has shape " + str(info.shape) +
+                             " but the config implies " + str(want));
+  }
+  if (!traits(info.dtype).is_float)
+    throw std::runtime_error(files_.source() + ": tensor \"" + *full + "\" has dtype " +
+                             std::string(dtype_name(info.dtype)) + ", expected a float type");
+  return files_.get(*full);
+}
+
+Tensor WeightLoader::place(const Tensor& host_tensor) {
+  std::shared_ptr<void> keep;
+  Tensor t = backend_->adopt_weight(host_tensor, keep);
+  if (keep) memory_.push_back(std::move(keep));
+  return t;
+}
+
+// New host memory for a contiguous tensor shaped like `like`, owned by the loader.
+Tensor WeightLoader::alloc_host(const Tensor& like, DType dtype) {
+  Tensor t = Tensor::contiguous_like(like, dtype, nullptr);
+  auto memory = std::shared_ptr<void>(std::aligned_alloc(64, (t.nbytes() + 63) / 64 * 64), std::free);
+  if (!memory) throw std::bad_alloc();
+  t.data = memory.get();
+  memory_.push_back(std::move(memory));
+  return t;
+}
+
+// Converts a contiguous host tensor to dtype `to`, row by row through F32.
+Tensor WeightLoader::convert(const Tensor& src, DType to) {
+  const Tensor dst = alloc_host(src, to);
+  const Tensor s = Tensor::contiguous(src.data, src.dtype, {src.rows(), src.cols()});
+  const Tensor d = Tensor::contiguous(dst.data, to, {src.rows(), src.cols()});
+  std::vector<float> row(static_cast<size_t>(s.cols()));
+  for (int64_t r = 0; r < s.rows(); ++r) {
+    ref::weight_row_f32(s, r, row.data());
+    for (int64_t c = 0; c < s.cols(); ++c) {
+      const float v = row[static_cast<size_t>(c)];
+      switch (to) {
+        case DType::F32: d.row<float>(r)[c] = v; break;
+        case DType::F16: d.row<uint16_t>(r)[c] = f32_to_f16(v); break;
+        case DType::BF16: d.row<uint16_t>(r)[c] = f32_to_bf16(v); break;
+        default: throw std::runtime_error("cannot convert weights to " + std::string(dtype_name(to)));
+      }
+    }
+  }
+  return dst;
+}
+
+Tensor WeightLoader::matrix(const std::string& name, int64_t rows, int64_t cols) {
+  std::string full;
+  Tensor t = host(name, {rows, cols}, &full);
+  if (weight_dtype_ && *weight_dtype_ != t.dtype) t = convert(t, *weight_dtype_);
+  bytes_ += t.nbytes();
+  return place(t);
+}
+
+Tensor WeightLoader::matrix_transposed(const std::string& name, int64_t rows, int64_t cols) {
+  std::string full;
+  const Tensor stored = convert(host(name, {cols, rows}, &full), DType::F32);  // [in, out]
+  Tensor t = alloc_host(Tensor::contiguous(nullptr, DType::F32, {rows, cols}), DType::F32);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) t.row<float>(r)[c] = stored.row<float>(c)[r];
+  const DType want = weight_dtype_.value_or(files_.info(full).dtype);
+  if (want != DType::F32) t = convert(t, want);
+  bytes_ += t.nbytes();
+  return place(t);
+}
+
+Tensor WeightLoader::embedding(const std::string& name, int64_t rows, int64_t cols) {
+  std::string full;
+  return place(host(name, {rows, cols}, &full));
+}
+
+Tensor WeightLoader::vector(const std::string& name, int64_t n) { return f32(name, {n}); }
+
+Tensor WeightLoader::optional_vector(const std::string& name, int64_t n) {
+  return has(name) ? vector(name, n) : Tensor{};
+}
+
+Tensor WeightLoader::f32(const std::string& name, std::initializer_list<int64_t> shape) {
+  std::string full;
+  Tensor t = host(name, shape, &full);
+  if (t.dtype != DType::F32) t = convert(t, DType::F32);
+  bytes_ += t.nbytes();
+  return place(t);
+}
+
+// ---- Activations -----------------------------------------------------------------------
+
+Tensor Activations::get(size_t slot, int64_t rows, int64_t cols) {
+  if (slot >= slots_.size()) slots_.resize(slot + 1);
+  Slot& s = slots_[slot];
+  const size_t need = static_cast<size_t>(rows * cols) * sizeof(float);
+  if (need > s.bytes) {
+    s.memory = backend_->alloc(need);
+    s.bytes = need;
+  }
+  return Tensor::contiguous(s.memory.get(), DType::F32, {rows, cols}, backend_->device());
+}
+
+void check_room(const Cache& cache, int64_t n_new, int64_t max_context) {
+  if (n_new <= 0) throw std::invalid_argument("forward() needs at least one token");
+  const int64_t end = cache.n_past() + n_new;
+  const int64_t limit = std::min(cache.max_seq(), max_context);
+  if (end > limit)
+    throw std::runtime_error("context full: " + std::to_string(cache.n_past()) + " positions used + " +
+                             std::to_string(n_new) + " new > " + std::to_string(limit) + " (cache holds " +
+                             std::to_string(cache.max_seq()) + ", model supports " + std::to_string(max_context) + ")");
+}
+
+Activation parse_activation(const ConfigReader& cfg, std::string_view key, const std::string& fallback) {
+  const std::string name = cfg.string(key, fallback);
+  if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast") return Activation::GeluTanh;
+  if (name == "gelu") return Activation::Gelu;
+  if (name == "relu") return Activation::Relu;
+  if (name == "silu" || name == "swish") return Activation::Silu;
+  cfg.fail(key, "\"" + name + "\" is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu, silu)");
+}
+
+void apply_activation(Backend& backend, Activation act, const Tensor& out, const Tensor& x) {
+  switch (act) {
+    case Activation::Gelu: return backend.gelu(out, x);
+    case Activation::GeluTanh: return backend.gelu_tanh(out, x);
+    case Activation::Relu: return backend.relu(out, x);
+    case Activation::Silu: return backend.silu(out, x);
+  }
+}
+
+Tensor logits_to_host(Backend& backend, const Tensor& t, AlignedBuffer& buffer) {
+  if (backend.device() == Device::CPU) return t;
+  if (buffer.size() < t.nbytes()) buffer = AlignedBuffer(t.nbytes());
+  backend.download(buffer.data(), t);
+  Tensor h = t;
+  h.data = buffer.data();
+  h.device = Device::CPU;
+  return h;
+}
+
+// ---- rotary position embeddings --------------------------------------------------------
+
+RopeConfig read_rope_config(const ConfigReader& cfg, double default_theta) {
+  RopeConfig rope;
+  // transformers v5 folds theta and scaling into rope_parameters; v4 has rope_theta + rope_scaling.
+  const nlohmann::json* scaling = nullptr;
+  std::string where = "rope_scaling";
+  if (cfg.has("rope_parameters")) {
+    const auto& p = cfg.json().at("rope_parameters");
+    if (!p.is_object()) cfg.fail("rope_parameters", "must be an object");
+    ConfigReader params(p, "config.json rope_parameters");
+    rope.theta = params.number({"rope_theta"}, cfg.number({"rope_theta"}, default_theta, 1e-9), 1e-9);
+    scaling = &p;
+    where = "rope_parameters";
+  } else {
+    rope.theta = cfg.number({"rope_theta"}, default_theta, 1e-9);
+    if (cfg.has("rope_scaling")) scaling = &cfg.json().at("rope_scaling");
+  }
+  if (!scaling) return rope;
+  if (!scaling->is_object()) cfg.fail(where, "must be an object or null");
+  ConfigReader s(*scaling, "config.json " + where);
+  const std::string type = s.string("rope_type", s.string("type", "default"));
+  if (type == "default") return rope;
+  if (type == "linear") {
+    rope.scaling.type = RopeScaling::Type::Linear;
+    rope.scaling.factor = s.number({"factor"}, {}, 1e-9);
+  } else if (type == "llama3") {
+    rope.scaling.type = RopeScaling::Type::Llama3;
+    rope.scaling.factor = s.number({"factor"}, {}, 1e-9);
+    rope.scaling.low_freq_factor = s.number({"low_freq_factor"}, {}, 1e-9);
+    rope.scaling.high_freq_factor = s.number({"high_freq_factor"}, {}, 1e-9);
+    rope.scaling.original_max_positions = s.number({"original_max_position_embeddings"}, {}, 1);
+    if (rope.scaling.high_freq_factor <= rope.scaling.low_freq_factor)
+      s.fail("high_freq_factor", "must be greater than low_freq_factor");
+  } else {
+    s.fail("rope_type", "\"" + type + "\" is not supported (supported: default, linear, llama3)");
+  }
+  return rope;
+}
+
+namespace {
+
+// Frequency i after scaling (transformers' _compute_llama3_parameters / linear scaling).
+double scaled_inv_freq(double inv_freq, const RopeScaling& s) {
+  switch (s.type) {
+    case RopeScaling::Type::None: return inv_freq;
+    case RopeScaling::Type::Linear: return inv_freq / s.factor;
+    case RopeScaling::Type::Llama3: {
+      const double wavelen = 2.0 * M_PI / inv_freq;
+      const double low_wavelen = s.original_max_positions / s.low_freq_factor;
+      const double high_wavelen = s.original_max_positions / s.high_freq_factor;
+      if (wavelen < high_wavelen) return inv_freq;
+      if (wavelen > low_wavelen) return inv_freq / s.factor;
+      const double smooth = (s.original_max_positions / wavelen - s.low_freq_factor) /
+                            (s.high_freq_factor - s.low_freq_factor);
+      return (1.0 - smooth) * inv_freq / s.factor + smooth * inv_freq;
+    }
+  }
+  return inv_freq;
+}
+
+}  // namespace
+
+RopeTables make_rope_tables(Backend& backend, int rot_dims, int64_t max_pos, const RopeConfig& rope) {
+  const int half = rot_dims / 2;
+  std::vector<float> cos(static_cast<size_t>(max_pos * half)), sin(cos.size());
+  for (int i = 0; i < half; ++i) {
+    // transformers computes inv_freq in float32: 1 / theta^(2i/d)
+    const float inv = static_cast<float>(
+        scaled_inv_freq(1.0 / std::pow(rope.theta, 2.0 * i / rot_dims), rope.scaling));
+    for (int64_t p = 0; p < max_pos; ++p) {
+      const float angle = static_cast<float>(p) * inv;
+      cos[static_cast<size_t>(p * half + i)] = std::cos(angle);
+      sin[static_cast<size_t>(p * half + i)] = std::sin(angle);
+    }
+  }
+  RopeTables t;
+  t.memory.resize(2);
+  t.cos = backend.alloc_tensor(DType::F32, {max_pos, half}, t.memory[0]);
+  t.sin = backend.alloc_tensor(DType::F32, {max_pos, half}, t.memory[1]);
+  backend.upload(t.cos, cos.data());
+  backend.upload(t.sin, sin.data());
+  return t;
+}
+
+const RopeTables& RopeCache::upto(int64_t n) {
+  if (n > built_) {
+    const int64_t size = std::min(std::max<int64_t>(n, std::max<int64_t>(2 * built_, 256)), std::max(n, max_positions_));
+    tables_ = make_rope_tables(*backend_, rot_dims_, size, rope_);
+    built_ = size;
+  }
+  return tables_;
+}
+
+}  // namespace purellm

@@ -1,0 +1,159 @@
+// Building blocks shared by the model files: reading config.json, loading weights by name,
+// activation buffers, rotary tables. The arithmetic itself is Backend ops; what is here is
+// the bookkeeping every model file would otherwise repeat.
+#pragma once
+
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "models/model.hpp"
+
+namespace purellm {
+
+// Reads config.json values with validation; every error names the key and the file.
+class ConfigReader {
+ public:
+  explicit ConfigReader(const nlohmann::json& config, std::string where = "config.json");
+  bool has(std::string_view key) const;  // present and not null
+  // The first of `keys` that is present; without a fallback a missing key is an error.
+  int64_t integer(std::initializer_list<std::string_view> keys, std::optional<int64_t> fallback = {},
+                  int64_t min = 1, int64_t max = INT32_MAX) const;
+  double number(std::initializer_list<std::string_view> keys, std::optional<double> fallback = {},
+                double min = -1e300, double max = 1e300) const;
+  bool boolean(std::string_view key, bool fallback) const;
+  std::string string(std::string_view key, std::optional<std::string> fallback = {}) const;
+  const nlohmann::json& json() const { return config_; }
+  [[noreturn]] void fail(std::string_view key, const std::string& why) const;
+  // Token ids (int or list) for keys such as eos_token_id.
+  std::vector<int32_t> token_ids(std::string_view key) const;
+
+ private:
+  const nlohmann::json* find(std::initializer_list<std::string_view> keys, std::string_view* found) const;
+  const nlohmann::json& config_;
+  std::string where_;
+};
+
+// Fills the fields every ModelInfo shares from config.json (bos/eos ids).
+void read_special_ids(const ConfigReader& cfg, ModelInfo& info);
+
+// Loads weights by their checkpoint names, checks shapes, converts dtypes once, places
+// them on the backend. Names are tried with each prefix in turn ("transformer.", ""), so
+// checkpoints saved with and without a prefix both load.
+class WeightLoader {
+ public:
+  WeightLoader(const WeightFiles& files, const LoadOptions& options,
+               std::vector<std::string> prefixes = {""});
+  Backend& backend() const { return *backend_; }
+  bool has(const std::string& name) const;
+  // A matrix [rows, cols] = [out, in], in the stored dtype or options.weight_dtype.
+  Tensor matrix(const std::string& name, int64_t rows, int64_t cols);
+  // A matrix stored transposed as [cols, rows] (GPT-2's Conv1D [in, out]), transposed once
+  // here so every matmul reads W as [out, in] with contiguous rows.
+  Tensor matrix_transposed(const std::string& name, int64_t rows, int64_t cols);
+  // A token-embedding table [rows, cols], kept in its stored dtype (it doubles as a tied head).
+  Tensor embedding(const std::string& name, int64_t rows, int64_t cols);
+  // An F32 vector (norm weights, biases, per-head constants) of n elements.
+  Tensor vector(const std::string& name, int64_t n);
+  // Same, or an empty Tensor when the checkpoint has no such tensor.
+  Tensor optional_vector(const std::string& name, int64_t n);
+  // Any tensor converted to F32 with the given shape (conv kernels, expert stacks, ...).
+  Tensor f32(const std::string& name, std::initializer_list<int64_t> shape);
+  // Bytes of weights this model reads per decoded token, accumulated as tensors load.
+  uint64_t bytes_loaded() const { return bytes_; }
+  // Keeps storage created at load alive (owned by the model).
+  std::vector<std::shared_ptr<void>> take_memory() { return std::move(memory_); }
+
+ private:
+  const TensorInfo& lookup(const std::string& name, std::string* full) const;
+  Tensor host(const std::string& name, std::initializer_list<int64_t> shape, std::string* full) const;
+  Tensor place(const Tensor& host_tensor);
+  Tensor alloc_host(const Tensor& like, DType dtype);
+  Tensor convert(const Tensor& src, DType to);
+  const WeightFiles& files_;
+  Backend* backend_;
+  std::optional<DType> weight_dtype_;
+  std::vector<std::string> prefixes_;
+  std::vector<std::shared_ptr<void>> memory_;
+  uint64_t bytes_ = 0;
+};
+
+// Activation buffers for one forward call, kept between calls and grown when a longer
+// input arrives (no allocation per token). Slot i is an F32 matrix [rows, cols].
+class Activations {
+ public:
+  explicit Activations(Backend& backend) : backend_(&backend) {}
+  Tensor get(size_t slot, int64_t rows, int64_t cols);
+
+ private:
+  struct Slot {
+    std::shared_ptr<void> memory;
+    size_t bytes = 0;
+  };
+  Backend* backend_;
+  std::vector<Slot> slots_;
+};
+
+// Throws a clear error when `n_new` more positions do not fit in the cache or the model.
+void check_room(const Cache& cache, int64_t n_new, int64_t max_context);
+
+// Activation functions named by config.json ("gelu_new", "gelu", "relu", "silu", ...).
+enum class Activation { Gelu, GeluTanh, Relu, Silu };
+Activation parse_activation(const ConfigReader& cfg, std::string_view key, const std::string& fallback);
+void apply_activation(Backend& backend, Activation act, const Tensor& out, const Tensor& x);
+
+// Logits on the host: a view of `t` on the CPU, or a copy into `buffer` from a device.
+Tensor logits_to_host(Backend& backend, const Tensor& t, AlignedBuffer& buffer);
+
+// ---- rotary position embeddings --------------------------------------------------------
+// Scaling of the rotary frequencies (config `rope_scaling` in transformers v4, or
+// `rope_parameters` in v5).
+struct RopeScaling {
+  enum class Type { None, Linear, Llama3 } type = Type::None;
+  double factor = 1.0;
+  double low_freq_factor = 1.0, high_freq_factor = 4.0;  // llama3
+  double original_max_positions = 8192;                  // llama3
+};
+
+struct RopeConfig {
+  double theta = 10000.0;
+  RopeScaling scaling;
+};
+
+// Reads rope_theta / rope_scaling (v4) or rope_parameters (v5), naming a bad key.
+RopeConfig read_rope_config(const ConfigReader& cfg, double default_theta = 10000.0);
+
+// cos/sin tables [max_pos, rot_dims/2] for rope(): angle(p, i) = p * inv_freq_i with
+// inv_freq_i = theta^(-2i/rot_dims), rescaled per `scaling`.
+struct RopeTables {
+  Tensor cos, sin;
+  std::vector<std::shared_ptr<void>> memory;
+};
+RopeTables make_rope_tables(Backend& backend, int rot_dims, int64_t max_pos, const RopeConfig& rope);
+
+// Rope tables built on demand: long-context models (128k positions) only pay for the
+// positions a run actually reaches.
+class RopeCache {
+ public:
+  RopeCache(Backend& backend, int rot_dims, int64_t max_positions, const RopeConfig& rope)
+      : backend_(&backend), rot_dims_(rot_dims), max_positions_(max_positions), rope_(rope) {}
+  // Tables covering positions [0, n).
+  const RopeTables& upto(int64_t n);
+  int rot_dims() const { return rot_dims_; }
+
+ private:
+  Backend* backend_;
+  int rot_dims_;
+  int64_t max_positions_;
+  RopeConfig rope_;
+  RopeTables tables_;
+  int64_t built_ = 0;
+};
+
+}  // namespace purellm

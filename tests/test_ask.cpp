@@ -1,0 +1,174 @@
+// The ask app end to end, run as a user would: exact greedy ids on fixtures, the real
+// stories260K story, and a clear error (exit code 1, a message naming the problem) for each
+// bad input the GPT-2 issue lists.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "golden.hpp"
+#include "testdata.hpp"
+
+namespace fs = std::filesystem;
+using namespace purellm;
+
+namespace {
+
+struct Run {
+  int status = -1;
+  std::string out, err;
+};
+
+// Runs bin/ask with `args` (already shell-quoted), capturing stdout and stderr.
+Run ask(const std::string& args) {
+  const fs::path err_file = fs::temp_directory_path() / ("ask_err_" + std::to_string(::getpid()));
+  const std::string cmd = std::string(PURELLM_BIN_DIR) + "/ask " + args + " 2>" + err_file.string();
+  Run r;
+  FILE* p = popen(cmd.c_str(), "r");
+  std::array<char, 4096> buf{};
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int rc = pclose(p);
+  r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  std::ifstream e(err_file);
+  std::stringstream ss;
+  ss << e.rdbuf();
+  r.err = ss.str();
+  fs::remove(err_file);
+  return r;
+}
+
+std::string quote(const std::string& s) { return "'" + s + "'"; }
+
+std::string join(const std::vector<int64_t>& ids, const char* sep) {
+  std::string s;
+  for (size_t i = 0; i < ids.size(); ++i) s += (i ? sep : "") + std::to_string(ids[i]);
+  return s;
+}
+
+// The text of the first "stdout of run.c" block in golden_run_c.txt.
+std::string run_c_story(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string all = ss.str(), cut = "-----8<-----\n";
+  const size_t a = all.find(cut) + cut.size();
+  return all.substr(a, all.find(cut, a) - a);
+}
+
+TEST(Ask, PrintIdsReproducesGreedyGoldenOnGpt2Tiny) {
+  REQUIRE_TESTDATA(dir, "fixtures/gpt2-tiny");
+  const WeightFiles g = test::open_goldens(dir);
+  const auto prompt = test::golden_i64(g, "input_ids").values;
+  const auto greedy = test::golden_i64(g, "greedy_ids").values;
+  const Run r = ask("-m " + quote(dir) + " --greedy --ignore-eos -n " + std::to_string(greedy.size() - prompt.size()) +
+                    " --prompt-ids " + join(prompt, ",") + " --print-ids");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, join(greedy, " ") + "\n");
+}
+
+TEST(Ask, Stories260KTellsTheRunCStory) {
+  REQUIRE_TESTDATA(dir, "models/stories260K");
+  // run.c's -n 64 counts positions including the 4 prompt tokens after BOS: 60 new tokens.
+  const Run r = ask("-m " + quote(dir) + " --greedy -n 60 'Once upon a time'");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, run_c_story(dir + "/golden_run_c.txt"));
+}
+
+TEST(Ask, Stories260KIdsMatchTheHfGolden) {
+  REQUIRE_TESTDATA(dir, "models/stories260K");
+  const auto greedy = test::golden_i64(test::open_goldens(dir), "greedy_ids").values;
+  const Run r = ask("-m " + quote(dir) + " --greedy -n 64 --print-ids 'Once upon a time'");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, join(greedy, " ") + "\n");
+}
+
+// Bad inputs: exit code 1 and stderr naming the problem.
+void expect_error(const std::string& args, const std::string& needle) {
+  const Run r = ask(args);
+  EXPECT_EQ(r.status, 1) << "args: " << args << "\nstdout: " << r.out;
+  EXPECT_NE(r.err.find(needle), std::string::npos) << "args: " << args << "\nstderr: " << r.err;
+}
+
+TEST(AskErrors, MissingModelFolderOrUnknownAlias) {
+  expect_error("-m /nonexistent/model --prompt-ids 1 --print-ids", "neither a folder nor an alias");
+}
+
+TEST(AskErrors, PromptLongerThanTheContext) {
+  REQUIRE_TESTDATA(dir, "fixtures/gpt2-tiny");  // n_positions 64
+  std::vector<int64_t> ids(65, 5);
+  expect_error("-m " + quote(dir) + " --greedy -n 1 --prompt-ids " + join(ids, ",") + " --print-ids",
+               "does not fit");
+}
+
+TEST(AskErrors, NPredictPastTheContext) {
+  REQUIRE_TESTDATA(dir, "fixtures/gpt2-tiny");
+  expect_error("-m " + quote(dir) + " --greedy -n 100 --prompt-ids 1,2,3 --print-ids", "exceed");
+}
+
+TEST(AskErrors, PromptIdsOutsideTheVocabularyOrMalformed) {
+  REQUIRE_TESTDATA(dir, "fixtures/gpt2-tiny");  // vocab 1000
+  expect_error("-m " + quote(dir) + " --prompt-ids 1,1000 --print-ids", "outside the vocabulary");
+  expect_error("-m " + quote(dir) + " --prompt-ids 1,x --print-ids", "not a token id");
+  expect_error("-m " + quote(dir) + " --prompt-ids 1,-2 --print-ids", "outside the vocabulary");
+}
+
+TEST(AskErrors, BadFlags) {
+  expect_error("--top-p 2 x", "--top-p");
+  expect_error("-n abc x", "-n");
+  expect_error("--bogus x", "unknown option");
+  expect_error("--dtype q3 x", "unknown dtype");
+}
+
+// A scratch copy of a fixture whose files a test may break.
+fs::path scratch_copy(const std::string& src, const std::string& name) {
+  const fs::path dst = fs::temp_directory_path() / ("purellm_ask_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(dst);
+  fs::create_directories(dst);
+  for (const auto& e : fs::directory_iterator(src)) fs::copy_file(e.path(), dst / e.path().filename());
+  for (const auto& e : fs::directory_iterator(dst)) fs::permissions(e.path(), fs::perms::owner_write, fs::perm_options::add);
+  return dst;
+}
+
+TEST(AskErrors, UnknownArchitectureListsTheSupportedOnes) {
+  REQUIRE_TESTDATA(src, "fixtures/gpt2-tiny");
+  const fs::path dir = scratch_copy(src, "arch");
+  std::ofstream(dir / "config.json") << R"({"model_type": "mamba9", "architectures": ["Mamba9ForCausalLM"]})";
+  expect_error("-m " + quote(dir.string()) + " --prompt-ids 1 --print-ids", "unsupported architecture");
+  expect_error("-m " + quote(dir.string()) + " --prompt-ids 1 --print-ids", "gpt2");
+  fs::remove_all(dir);
+}
+
+TEST(AskErrors, CorruptOrMissingFiles) {
+  REQUIRE_TESTDATA(src, "fixtures/gpt2-tiny");
+  const fs::path dir = scratch_copy(src, "corrupt");
+  std::ofstream(dir / "config.json") << "{ not json";
+  expect_error("-m " + quote(dir.string()) + " --prompt-ids 1 --print-ids", "invalid JSON");
+  fs::copy_file(fs::path(src) / "config.json", dir / "config.json", fs::copy_options::overwrite_existing);
+  fs::resize_file(dir / "model.safetensors", 1000);  // truncated weights
+  expect_error("-m " + quote(dir.string()) + " --prompt-ids 1 --print-ids", "model.safetensors");
+  fs::remove(dir / "model.safetensors");
+  expect_error("-m " + quote(dir.string()) + " --prompt-ids 1 --print-ids", "model.safetensors");
+  fs::remove(dir / "config.json");
+  expect_error("-m " + quote(dir.string()) + " --prompt-ids 1 --print-ids", "config.json");
+  fs::remove_all(dir);
+}
+
+TEST(AskErrors, NegativeConfigValueNamesTheKey) {
+  REQUIRE_TESTDATA(src, "fixtures/gpt2-tiny");
+  const fs::path dir = scratch_copy(src, "negative");
+  std::ifstream in(fs::path(src) / "config.json");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string cfg = ss.str();
+  cfg.replace(cfg.find("\"n_head\": 2"), 11, "\"n_head\": -2");
+  std::ofstream(dir / "config.json") << cfg;
+  expect_error("-m " + quote(dir.string()) + " --prompt-ids 1 --print-ids", "n_head");
+  fs::remove_all(dir);
+}
+
+}  // namespace
