@@ -120,9 +120,12 @@ WeightLoader::WeightLoader(const WeightFiles& files, const LoadOptions& options,
     : files_(files),
       backend_(options.backend ? options.backend : &cpu_backend()),
       weight_dtype_(options.weight_dtype),
+      random_weights_(options.random_weights),
+      seed_(options.seed),
       prefixes_(std::move(prefixes)) {}
 
 bool WeightLoader::has(const std::string& name) const {
+  if (random_weights_) return false;  // optional tensors are absent from a synthetic model
   for (const auto& p : prefixes_)
     if (files_.has(p + name)) return true;
   return false;
@@ -138,7 +141,31 @@ const TensorInfo& WeightLoader::lookup(const std::string& name, std::string* ful
   return files_.info(prefixes_.front() + name);  // throws MissingTensor naming it
 }
 
-Tensor WeightLoader::host(const std::string& name, std::initializer_list<int64_t> shape, std::string* full) const {
+// A synthetic weight: vectors named *.weight (norm scales) are 1, other vectors 0, matrices
+// uniform in [-0.05, 0.05), from a stream seeded by the name, so any model builds from its
+// config alone with activations that stay finite.
+Tensor WeightLoader::random(const std::string& name, std::initializer_list<int64_t> shape) {
+  Tensor t = alloc_host(Tensor::contiguous(nullptr, DType::F32, shape), DType::F32);
+  const bool is_vector = shape.size() == 1;
+  const bool is_scale = name.size() >= 7 && name.compare(name.size() - 7, 7, ".weight") == 0;
+  uint64_t state = seed_ ^ std::hash<std::string>{}(name);
+  float* v = t.ptr<float>();
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    if (is_vector) {
+      v[i] = is_scale ? 1.0f : 0.0f;
+      continue;
+    }
+    state = state * 6364136223846793005ull + 1442695040888963407ull;  // LCG, top bits
+    v[i] = (static_cast<float>(state >> 40) / 16777216.0f - 0.5f) * 0.1f;
+  }
+  return t;
+}
+
+Tensor WeightLoader::host(const std::string& name, std::initializer_list<int64_t> shape, std::string* full) {
+  if (random_weights_) {
+    *full = prefixes_.front() + name;
+    return random(name, shape);
+  }
   const TensorInfo& info = lookup(name, full);
   std::vector<int64_t> want(shape);
   if (info.shape != want) {
@@ -204,11 +231,12 @@ Tensor WeightLoader::matrix(const std::string& name, int64_t rows, int64_t cols)
 
 Tensor WeightLoader::matrix_transposed(const std::string& name, int64_t rows, int64_t cols) {
   std::string full;
-  const Tensor stored = convert(host(name, {cols, rows}, &full), DType::F32);  // [in, out]
+  const Tensor raw = host(name, {cols, rows}, &full);  // [in, out]
+  const DType want = weight_dtype_.value_or(raw.dtype);
+  const Tensor stored = raw.dtype == DType::F32 ? raw : convert(raw, DType::F32);
   Tensor t = alloc_host(Tensor::contiguous(nullptr, DType::F32, {rows, cols}), DType::F32);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c) t.row<float>(r)[c] = stored.row<float>(c)[r];
-  const DType want = weight_dtype_.value_or(files_.info(full).dtype);
   if (want != DType::F32) t = convert(t, want);
   bytes_ += t.nbytes();
   return place(t);
@@ -216,7 +244,9 @@ Tensor WeightLoader::matrix_transposed(const std::string& name, int64_t rows, in
 
 Tensor WeightLoader::embedding(const std::string& name, int64_t rows, int64_t cols) {
   std::string full;
-  return place(host(name, {rows, cols}, &full));
+  Tensor t = host(name, {rows, cols}, &full);
+  if (random_weights_ && weight_dtype_ && *weight_dtype_ != t.dtype) t = convert(t, *weight_dtype_);
+  return place(t);
 }
 
 Tensor WeightLoader::vector(const std::string& name, int64_t n) { return f32(name, {n}); }

@@ -72,13 +72,16 @@ class WeightLoader {
 
  private:
   const TensorInfo& lookup(const std::string& name, std::string* full) const;
-  Tensor host(const std::string& name, std::initializer_list<int64_t> shape, std::string* full) const;
+  Tensor host(const std::string& name, std::initializer_list<int64_t> shape, std::string* full);
+  Tensor random(const std::string& name, std::initializer_list<int64_t> shape);
   Tensor place(const Tensor& host_tensor);
   Tensor alloc_host(const Tensor& like, DType dtype);
   Tensor convert(const Tensor& src, DType to);
   const WeightFiles& files_;
   Backend* backend_;
   std::optional<DType> weight_dtype_;
+  bool random_weights_;
+  uint64_t seed_;
   std::vector<std::string> prefixes_;
   std::vector<std::shared_ptr<void>> memory_;
   uint64_t bytes_ = 0;

@@ -112,4 +112,10 @@ std::unique_ptr<Model> load_model(const std::string& dir, const LoadOptions& opt
   return model;
 }
 
+std::unique_ptr<Model> random_model(const nlohmann::json& config, LoadOptions options) {
+  options.random_weights = true;
+  const WeightFiles none;
+  return find_model(config)(config, none, options);
+}
+
 }  // namespace purellm

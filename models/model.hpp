@@ -110,6 +110,10 @@ struct LoadOptions {
   LoadMode mode = LoadMode::Copy;          // --mmap selects Mmap
   std::optional<DType> weight_dtype;       // convert matrices at load (--dtype); default: as stored
   Backend* backend = nullptr;              // default: cpu_backend()
+  // Synthesize every weight (random values, the shapes the config implies) instead of
+  // reading files: real-shaped models for benchmarks without downloading anything.
+  bool random_weights = false;
+  uint64_t seed = 0;
 };
 
 // ---- registry --------------------------------------------------------------------------
@@ -134,6 +138,9 @@ ModelFactory find_model(const nlohmann::json& config);
 
 // Loads config.json + weights from a model folder.
 std::unique_ptr<Model> load_model(const std::string& dir, const LoadOptions& options = {});
+
+// A model with random weights built from a config alone (LoadOptions::random_weights).
+std::unique_ptr<Model> random_model(const nlohmann::json& config, LoadOptions options);
 
 // Reads and parses a JSON file, throwing a message naming the file on failure.
 nlohmann::json read_json_file(const std::string& path);
