@@ -65,7 +65,7 @@ struct FalconConfig {
     c.head_dim = c.hidden_size / c.n_heads;
     if (c.head_dim % 2) cfg.fail("hidden_size", "/ num_attention_heads must be even for rotary embeddings");
     c.new_decoder_architecture = cfg.boolean("new_decoder_architecture", false);
-    c.n_kv_heads = kv_heads(cfg, c);
+    c.n_kv_heads = kv_heads(cfg, c, cfg.boolean("multi_query", true));
     // transformers' FalconConfig defaults parallel_attn to true; the RefinedWeb remote code to false.
     if (!cfg.boolean("parallel_attn", !old_names))
       cfg.fail("parallel_attn", "false (the sequential falcon-rw block) is not supported");
@@ -85,9 +85,8 @@ struct FalconConfig {
   }
 
   // The KV heads the model really uses (transformers' FalconAttention.num_kv_heads).
-  static int kv_heads(const ConfigReader& cfg, const FalconConfig& c) {
-    if (!c.new_decoder_architecture)
-      return cfg.boolean("multi_query", true) ? 1 : c.n_heads;  // num_kv_heads is ignored here
+  static int kv_heads(const ConfigReader& cfg, const FalconConfig& c, bool multi_query) {
+    if (!c.new_decoder_architecture) return multi_query ? 1 : c.n_heads;  // num_kv_heads is ignored here
     const int n = static_cast<int>(cfg.integer({"num_kv_heads", "n_head_kv"}, c.n_heads));
     if (c.n_heads % n) cfg.fail(cfg.has("num_kv_heads") ? "num_kv_heads" : "n_head_kv", "must divide num_attention_heads");
     return n;
