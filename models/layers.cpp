@@ -242,6 +242,40 @@ Tensor WeightLoader::matrix_transposed(const std::string& name, int64_t rows, in
   return place(t);
 }
 
+int64_t FusedQkv::stored_row(int64_t r) const {
+  const int64_t d = head_dim, group_rows = int64_t{q_per_group + 2} * d;
+  if (r < q_rows()) return r / (q_per_group * d) * group_rows + r % (q_per_group * d);  // q head
+  r -= q_rows();
+  const int64_t which = r / kv_rows();  // 0: k, 1: v
+  r %= kv_rows();
+  return r / d * group_rows + (q_per_group + which) * d + r % d;
+}
+
+// A copy of `src` [rows, cols] whose row r is stored row layout.stored_row(r).
+Tensor WeightLoader::reorder_rows(const Tensor& src, const FusedQkv& layout) {
+  const Tensor dst = alloc_host(src, src.dtype);
+  const size_t row_bytes = dtype_bytes(src.dtype, src.cols());
+  for (int64_t r = 0; r < src.rows(); ++r) std::memcpy(dst.row(r), src.row(layout.stored_row(r)), row_bytes);
+  return dst;
+}
+
+Tensor WeightLoader::fused_qkv(const std::string& name, const FusedQkv& layout, int64_t cols) {
+  std::string full;
+  Tensor t = host(name, {layout.rows(), cols}, &full);
+  if (layout.q_per_group != 1 || layout.groups != 1) t = reorder_rows(t, layout);  // one group is already q | k | v
+  if (weight_dtype_ && *weight_dtype_ != t.dtype) t = convert(t, *weight_dtype_);
+  bytes_ += t.nbytes();
+  return place(t);
+}
+
+Tensor WeightLoader::fused_qkv_bias(const std::string& name, const FusedQkv& layout) {
+  std::string full;
+  Tensor t = host(name, {layout.rows()}, &full).reshape({layout.rows(), 1});
+  t = reorder_rows(convert(t, DType::F32), layout).reshape({layout.rows()});
+  bytes_ += t.nbytes();
+  return place(t);
+}
+
 Tensor WeightLoader::embedding(const std::string& name, int64_t rows, int64_t cols) {
   std::string full;
   Tensor t = host(name, {rows, cols}, &full);
@@ -284,6 +318,35 @@ void check_room(const Cache& cache, int64_t n_new, int64_t max_context) {
     throw std::runtime_error("context full: " + std::to_string(cache.n_past()) + " positions used + " +
                              std::to_string(n_new) + " new > " + std::to_string(limit) + " (cache holds " +
                              std::to_string(cache.max_seq()) + ", model supports " + std::to_string(max_context) + ")");
+}
+
+Cache attention_cache(Backend& backend, int64_t max_seq, int n_layers, int64_t kv_dim) {
+  Cache cache(backend, max_seq);
+  for (int l = 0; l < n_layers; ++l) {
+    LayerCache lc;
+    lc.k = cache.alloc({max_seq, kv_dim});  // [S, Hkv*d]: all KV heads of a position together
+    lc.v = cache.alloc({max_seq, kv_dim});
+    cache.layers.push_back(lc);
+  }
+  return cache;
+}
+
+std::vector<float> alibi_slopes(int n_heads) {
+  auto base = [](int m) { return std::pow(2.0, -8.0 / m); };  // 2^(-2^-(log2(m) - 3))
+  int c = 1;
+  while (2 * c <= n_heads) c *= 2;
+  std::vector<float> slopes;
+  for (int i = 1; i <= c; ++i) slopes.push_back(static_cast<float>(std::pow(base(c), i)));
+  for (int i = 0; i < n_heads - c; ++i) slopes.push_back(static_cast<float>(std::pow(base(2 * c), 2 * i + 1)));
+  return slopes;
+}
+
+Tensor alibi_slopes_tensor(Backend& backend, int n_heads, float scale, std::shared_ptr<void>& keep) {
+  std::vector<float> slopes = alibi_slopes(n_heads);
+  for (float& s : slopes) s *= scale;
+  Tensor t = backend.alloc_tensor(DType::F32, {n_heads}, keep);
+  backend.upload(t, slopes.data());
+  return t;
 }
 
 Activation parse_activation(const ConfigReader& cfg, std::string_view key, const std::string& fallback) {

@@ -43,6 +43,25 @@ class ConfigReader {
 // Fills the fields every ModelInfo shares from config.json (bos/eos ids).
 void read_special_ids(const ConfigReader& cfg, ModelInfo& info);
 
+// Row layout of a fused query/key/value projection as stored: `groups` blocks, each
+// [q_per_group query heads | 1 key head | 1 value head], every head head_dim rows.
+//   Falcon-7b (MQA):            1 group of [Hq q | k | v]      (already q | k | v)
+//   Falcon-40b (GQA):           Hkv groups of [Hq/Hkv q | k_g | v_g]
+//   GPT-NeoX, BLOOM, Falcon MHA: Hq groups of [q_h | k_h | v_h]  (per-head interleaved)
+// WeightLoader::fused_qkv reorders the rows once at load into [all q | all k | all v]
+// (query head g * q_per_group + j is head j of group g), so the matmul output splits into
+// q, k, v column ranges and query head h reads KV head h / q_per_group, as attention() expects.
+struct FusedQkv {
+  int groups = 1;       // = number of KV heads
+  int q_per_group = 1;  // query heads per KV head
+  int head_dim = 0;
+  int64_t q_rows() const { return int64_t{groups} * q_per_group * head_dim; }
+  int64_t kv_rows() const { return int64_t{groups} * head_dim; }
+  int64_t rows() const { return q_rows() + 2 * kv_rows(); }
+  // The stored row that becomes row r of [all q | all k | all v].
+  int64_t stored_row(int64_t r) const;
+};
+
 // Loads weights by their checkpoint names, checks shapes, converts dtypes once, places
 // them on the backend. Names are tried with each prefix in turn ("transformer.", ""), so
 // checkpoints saved with and without a prefix both load.
@@ -63,6 +82,10 @@ class WeightLoader {
   Tensor vector(const std::string& name, int64_t n);
   // Same, or an empty Tensor when the checkpoint has no such tensor.
   Tensor optional_vector(const std::string& name, int64_t n);
+  // A fused qkv weight [layout.rows(), cols] / bias [layout.rows()], rows reordered to
+  // [all q | all k | all v] (see FusedQkv).
+  Tensor fused_qkv(const std::string& name, const FusedQkv& layout, int64_t cols);
+  Tensor fused_qkv_bias(const std::string& name, const FusedQkv& layout);
   // Any tensor converted to F32 with the given shape (conv kernels, expert stacks, ...).
   Tensor f32(const std::string& name, std::initializer_list<int64_t> shape);
   // Bytes of weights this model reads per decoded token, accumulated as tensors load.
@@ -77,6 +100,7 @@ class WeightLoader {
   Tensor place(const Tensor& host_tensor);
   Tensor alloc_host(const Tensor& like, DType dtype);
   Tensor convert(const Tensor& src, DType to);
+  Tensor reorder_rows(const Tensor& src, const FusedQkv& layout);
   const WeightFiles& files_;
   Backend* backend_;
   std::optional<DType> weight_dtype_;
@@ -105,6 +129,16 @@ class Activations {
 
 // Throws a clear error when `n_new` more positions do not fit in the cache or the model.
 void check_room(const Cache& cache, int64_t n_new, int64_t max_context);
+
+// A KV cache of `n_layers` attention layers, each k and v [max_seq, kv_dim].
+Cache attention_cache(Backend& backend, int64_t max_seq, int n_layers, int64_t kv_dim);
+
+// ALiBi slopes for n_heads (Press et al.; transformers' build_alibi_tensor), head order:
+// with c = 2^floor(log2 n) and b(m) = 2^(-8/m), heads 0..c-1 get b(c)^1..b(c)^c and the
+// remaining n - c heads get the odd powers 1, 3, 5, ... of b(2c).
+std::vector<float> alibi_slopes(int n_heads);
+// The same slopes times `scale`, as an F32 [n_heads] tensor on the backend.
+Tensor alibi_slopes_tensor(Backend& backend, int n_heads, float scale, std::shared_ptr<void>& keep);
 
 // Activation functions named by config.json ("gelu_new", "gelu", "relu", "silu", ...).
 enum class Activation { Gelu, GeluTanh, Relu, Silu };
