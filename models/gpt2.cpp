@@ -113,14 +113,8 @@ class Gpt2 final : public Model {
   const ModelInfo& info() const override { return info_; }
 
   Cache make_cache(int64_t max_seq) const override {
-    Cache cache(be_, std::min(max_seq, c_.n_positions));
-    for (int l = 0; l < c_.n_layer; ++l) {
-      LayerCache lc;
-      lc.k = cache.alloc({cache.max_seq(), c_.n_embd});  // [S, D]: all heads of a position together
-      lc.v = cache.alloc({cache.max_seq(), c_.n_embd});
-      cache.layers.push_back(lc);
-    }
-    return cache;
+    // k, v per layer: [S, D], all heads of a position together
+    return attention_cache(be_, std::min(max_seq, c_.n_positions), c_.n_layer, c_.n_embd);
   }
 
   Tensor forward(std::span<const int32_t> tokens, Cache& cache, Logits which) override {

@@ -158,15 +158,8 @@ class Llama final : public Model {
   const ModelInfo& info() const override { return info_; }
 
   Cache make_cache(int64_t max_seq) const override {
-    Cache cache(be_, std::min(max_seq, c_.max_positions));
-    const int64_t kv_dim = int64_t{c_.n_kv_heads} * c_.head_dim;
-    for (int l = 0; l < c_.n_layers; ++l) {
-      LayerCache lc;
-      lc.k = cache.alloc({cache.max_seq(), kv_dim});  // [S, Hkv*d]
-      lc.v = cache.alloc({cache.max_seq(), kv_dim});
-      cache.layers.push_back(lc);
-    }
-    return cache;
+    // k, v per layer: [S, Hkv*d]
+    return attention_cache(be_, std::min(max_seq, c_.max_positions), c_.n_layers, int64_t{c_.n_kv_heads} * c_.head_dim);
   }
 
   Tensor forward(std::span<const int32_t> tokens, Cache& cache, Logits which) override {
