@@ -231,3 +231,14 @@ TEST(Bpe, CuttingLongWordsChangesNothing) {
   model->tokenize_reference(normalized, whole);
   EXPECT_EQ(cut, whole);
 }
+
+// HF ByteLevel add_prefix_space: a space is put before text that does not start with one.
+TEST(PreTokenizer, ByteLevelAddPrefixSpace) {
+  REQUIRE_TESTDATA(path, "tokenizers/gpt2/tokenizer.json");
+  const Tokenizer& plain = cached_tokenizer(path);
+  json j = json::parse(read_text_file(path));
+  j["pre_tokenizer"]["add_prefix_space"] = true;
+  Tokenizer prefixed = load_json(j);
+  EXPECT_EQ(prefixed.encode("Hello world"), plain.encode(" Hello world"));
+  EXPECT_EQ(prefixed.encode(" Hello world"), plain.encode(" Hello world"));
+}

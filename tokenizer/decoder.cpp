@@ -343,19 +343,13 @@ std::vector<StageSpec> decoder_from_json(const json& spec, const std::string& wh
   return stages;
 }
 
-DecodePipeline::DecodePipeline(const std::vector<StageSpec>& stages, bool no_decoder)
-    : specs_(stages), no_decoder_(no_decoder) {
-  build();
+DecodePipeline::DecodePipeline(const std::vector<StageSpec>& stages, bool no_decoder) {
+  for (const StageSpec& s : stages) stages_.push_back(make_stage(s));
+  stages_.push_back(std::make_unique<Sink>(out_, no_decoder));
+  for (size_t i = 0; i + 1 < stages_.size(); ++i) stages_[i]->connect(stages_[i + 1].get());
 }
 
 DecodePipeline::~DecodePipeline() = default;
-
-void DecodePipeline::build() {
-  stages_.clear();
-  for (const StageSpec& s : specs_) stages_.push_back(make_stage(s));
-  stages_.push_back(std::make_unique<Sink>(out_, no_decoder_));
-  for (size_t i = 0; i + 1 < stages_.size(); ++i) stages_[i]->connect(stages_[i + 1].get());
-}
 
 void DecodePipeline::put(std::string_view token) { stages_.front()->put(token); }
 

@@ -34,17 +34,15 @@ class DecodePipeline {
  public:
   explicit DecodePipeline(const std::vector<StageSpec>& stages, bool no_decoder);
   ~DecodePipeline();
+  DecodePipeline(const DecodePipeline&) = delete;  // the sink writes into out_: the pipeline stays put
+  DecodePipeline& operator=(const DecodePipeline&) = delete;
   void put(std::string_view token);  // one token's vocab string
   void finish();                     // flush everything held back; the pipeline starts afresh
   std::string take();                // the text produced since the last take()
 
  private:
-  std::vector<StageSpec> specs_;
-  bool no_decoder_;
-  std::vector<std::unique_ptr<DecodeStage>> stages_;
+  std::vector<std::unique_ptr<DecodeStage>> stages_;  // the decoder steps, then the output sink
   std::string out_;
-  bool first_token_ = true;
-  void build();
 };
 
 // Reads tokenizer.json "decoder" (null -> no stages: HF then joins tokens with spaces).

@@ -227,10 +227,7 @@ class Metaspace final : public PreTokenizer {
  public:
   Metaspace(std::string replacement, PrependScheme scheme, bool split)
       : replacement_(std::move(replacement)), scheme_(scheme) {
-    if (split) {
-      std::string rep = replacement_;
-      splitter_ = std::make_unique<LiteralSplit>(rep, Behavior::MergedWithNext, false);
-    }
+    if (split) splitter_ = std::make_unique<LiteralSplit>(replacement_, Behavior::MergedWithNext, false);
   }
   void apply(Words& words) const override {
     rewrite(words, [&](std::string_view w, bool at_origin, std::string& out) {

@@ -4,7 +4,8 @@
 // the `regex` module. Both read \s as the Unicode White_Space property, while PCRE2's \s with
 // UCP also matches U+180E. translate_pattern() therefore rewrites \s / \S to
 // \p{White_Space} / \P{White_Space}, and \w / \d to the Oniguruma classes (letters, marks,
-// decimal digits, connector punctuation / decimal digits).
+// decimal digits, connector punctuation / decimal digits). Patterns compile with MULTILINE, as
+// Oniguruma's default (Ruby) syntax lets ^ and $ match at line ends.
 #pragma once
 
 #include <cstddef>

@@ -45,10 +45,9 @@ bool is_word_char(char32_t c) {
 
 bool is_nonspacing_mark(char32_t c) { return c >= 0x300 && category(c) == UTF8PROC_CATEGORY_MN; }
 
-std::string normalize(std::string_view s, NormalForm form) {
-  bool ascii = true;
-  for (char ch : s) ascii &= static_cast<unsigned char>(ch) < 0x80;
-  if (ascii) return std::string(s);  // every form leaves ASCII unchanged
+namespace {
+
+void append_normalized(std::string& out, std::string_view s, NormalForm form) {
   int options = UTF8PROC_STABLE;
   switch (form) {
     case NormalForm::NFC: options |= UTF8PROC_COMPOSE; break;
@@ -56,13 +55,42 @@ std::string normalize(std::string_view s, NormalForm form) {
     case NormalForm::NFKC: options |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT; break;
     case NormalForm::NFKD: options |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT; break;
   }
-  utf8proc_uint8_t* out = nullptr;
+  utf8proc_uint8_t* mapped = nullptr;
   utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(s.data()),
-                                    static_cast<utf8proc_ssize_t>(s.size()), &out,
+                                    static_cast<utf8proc_ssize_t>(s.size()), &mapped,
                                     static_cast<utf8proc_option_t>(options));
-  std::unique_ptr<utf8proc_uint8_t, decltype(&std::free)> owned(out, &std::free);
+  std::unique_ptr<utf8proc_uint8_t, decltype(&std::free)> owned(mapped, &std::free);
   if (n < 0) throw TokenizerError(std::string("unicode normalization failed: ") + utf8proc_errmsg(n));
-  return std::string(reinterpret_cast<const char*>(out), static_cast<size_t>(n));
+  out.append(reinterpret_cast<const char*>(mapped), static_cast<size_t>(n));
+}
+
+bool is_ascii(char c) { return static_cast<unsigned char>(c) < 0x80; }
+
+}  // namespace
+
+// ASCII characters are unchanged by every normalization form, never the second half of a
+// composition and, being starters, stop canonical reordering. So only each run of non-ASCII
+// characters, together with the ASCII character before it (which may compose with a combining
+// mark, as "e" + U+0301), needs utf8proc; the rest is copied.
+std::string normalize(std::string_view s, NormalForm form) {
+  std::string out;
+  out.reserve(s.size() + s.size() / 8);
+  size_t i = 0;
+  while (i < s.size()) {
+    size_t ascii_end = i;
+    while (ascii_end < s.size() && is_ascii(s[ascii_end])) ++ascii_end;
+    if (ascii_end == s.size()) {
+      out.append(s, i, std::string_view::npos);
+      break;
+    }
+    size_t run_begin = ascii_end > i ? ascii_end - 1 : ascii_end;  // keep the ASCII base with the run
+    out.append(s, i, run_begin - i);
+    size_t run_end = ascii_end;
+    while (run_end < s.size() && !is_ascii(s[run_end])) ++run_end;
+    append_normalized(out, s.substr(run_begin, run_end - run_begin), form);
+    i = run_end;
+  }
+  return out;
 }
 
 std::string lowercase(std::string_view s) {
