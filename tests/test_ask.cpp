@@ -18,16 +18,16 @@ using namespace purellm;
 
 namespace {
 
-struct Run {
+struct AskRun {
   int status = -1;
   std::string out, err;
 };
 
 // Runs bin/ask with `args` (already shell-quoted), capturing stdout and stderr.
-Run ask(const std::string& args) {
+AskRun ask(const std::string& args) {
   const fs::path err_file = fs::temp_directory_path() / ("ask_err_" + std::to_string(::getpid()));
   const std::string cmd = std::string(PURELLM_BIN_DIR) + "/ask " + args + " 2>" + err_file.string();
-  Run r;
+  AskRun r;
   FILE* p = popen(cmd.c_str(), "r");
   std::array<char, 4096> buf{};
   size_t n;
@@ -65,7 +65,7 @@ TEST(Ask, PrintIdsReproducesGreedyGoldenOnGpt2Tiny) {
   const WeightFiles g = test::open_goldens(dir);
   const auto prompt = test::golden_i64(g, "input_ids").values;
   const auto greedy = test::golden_i64(g, "greedy_ids").values;
-  const Run r = ask("-m " + quote(dir) + " --greedy --ignore-eos -n " + std::to_string(greedy.size() - prompt.size()) +
+  const AskRun r = ask("-m " + quote(dir) + " --greedy --ignore-eos -n " + std::to_string(greedy.size() - prompt.size()) +
                     " --prompt-ids " + join(prompt, ",") + " --print-ids");
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, join(greedy, " ") + "\n");
@@ -74,7 +74,7 @@ TEST(Ask, PrintIdsReproducesGreedyGoldenOnGpt2Tiny) {
 TEST(Ask, Stories260KTellsTheRunCStory) {
   REQUIRE_TESTDATA(dir, "models/stories260K");
   // run.c's -n 64 counts positions including the 4 prompt tokens after BOS: 60 new tokens.
-  const Run r = ask("-m " + quote(dir) + " --greedy -n 60 'Once upon a time'");
+  const AskRun r = ask("-m " + quote(dir) + " --greedy -n 60 'Once upon a time'");
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, run_c_story(dir + "/golden_run_c.txt"));
 }
@@ -82,14 +82,14 @@ TEST(Ask, Stories260KTellsTheRunCStory) {
 TEST(Ask, Stories260KIdsMatchTheHfGolden) {
   REQUIRE_TESTDATA(dir, "models/stories260K");
   const auto greedy = test::golden_i64(test::open_goldens(dir), "greedy_ids").values;
-  const Run r = ask("-m " + quote(dir) + " --greedy -n 64 --print-ids 'Once upon a time'");
+  const AskRun r = ask("-m " + quote(dir) + " --greedy -n 64 --print-ids 'Once upon a time'");
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, join(greedy, " ") + "\n");
 }
 
 // Bad inputs: exit code 1 and stderr naming the problem.
 void expect_error(const std::string& args, const std::string& needle) {
-  const Run r = ask(args);
+  const AskRun r = ask(args);
   EXPECT_EQ(r.status, 1) << "args: " << args << "\nstdout: " << r.out;
   EXPECT_NE(r.err.find(needle), std::string::npos) << "args: " << args << "\nstderr: " << r.err;
 }
