@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
@@ -10,6 +11,7 @@
 #include <stdexcept>
 
 #include "models/model.hpp"
+#include "models/planner.hpp"
 
 namespace purellm::app {
 
@@ -35,6 +37,22 @@ std::optional<fs::path> repo_root() {
 
 }  // namespace
 
+std::string models_dir() {
+  if (const char* env = std::getenv("PURELLM_MODELS"); env && *env) return env;
+  if (auto root = repo_root()) return (*root / "models").string();
+  return "models";
+}
+
+std::vector<std::string> downloaded_models() {
+  std::vector<std::string> dirs;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(models_dir(), ec))
+    if (e.is_directory() && fs::exists(e.path() / "config.json") && has_weights(e.path().string()))
+      dirs.push_back(e.path().string());
+  std::sort(dirs.begin(), dirs.end());
+  return dirs;
+}
+
 nlohmann::json load_models_json() {
   if (const char* env = std::getenv("PURELLM_MODELS_JSON"); env && *env) return read_json_file(env);
   if (auto root = repo_root()) return read_json_file((*root / "models.json").string());
@@ -51,12 +69,7 @@ ResolvedModel resolve_model(const std::string& arg) {
   if (registry.is_object() && registry.contains(arg)) {
     r.alias = arg;
     r.entry = registry[arg];
-    fs::path models_dir;
-    if (const char* env = std::getenv("PURELLM_MODELS"); env && *env)
-      models_dir = env;
-    else if (auto root = repo_root())
-      models_dir = *root / "models";
-    r.dir = (models_dir / arg).string();
+    r.dir = (fs::path(models_dir()) / arg).string();
     if (!fs::exists(fs::path(r.dir) / "config.json"))
       throw std::runtime_error("model \"" + arg + "\" is not downloaded (looked in " + r.dir +
                                "). Get it with:\n  python3 models_download.py " + arg);

@@ -24,6 +24,12 @@ struct ResolvedModel {
 // exact `python3 models_download.py ...` command when the alias is known but not downloaded.
 ResolvedModel resolve_model(const std::string& arg);
 
+// The folder aliases are downloaded to: $PURELLM_MODELS, else models/ at the repository root.
+std::string models_dir();
+
+// Folders in models_dir() holding config.json and weights, sorted.
+std::vector<std::string> downloaded_models();
+
 // models.json from the repository root ($PURELLM_MODELS_JSON overrides); null if absent.
 nlohmann::json load_models_json();
 

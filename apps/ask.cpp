@@ -1,5 +1,6 @@
 // ask: the front door. `ask [-m DIR|ALIAS] [options] "prompt"` streams a continuation.
 // Installed also as `ask-gpt2` (= ask -m gpt2), the name users of the Go ancestor know.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -10,7 +11,10 @@
 #include <vector>
 
 #include "apps/app_common.hpp"
+#include "apps/chat_template.hpp"
 #include "models/generate.hpp"
+#include "models/planner.hpp"
+#include "models/trace.hpp"
 #include "tensor/cpu/cpu_backend.hpp"
 #include "tokenizer/tokenizer.hpp"
 
@@ -20,7 +24,8 @@ namespace {
 
 const char* kUsage = R"(usage: ask [-m DIR|ALIAS] [options] "prompt"
 
-  -m, --model DIR|ALIAS   model folder, or an alias from models.json (default: gpt2)
+  -m, --model DIR|ALIAS   model folder, or an alias from models.json (default: gpt2);
+                          auto: the largest downloaded model whose memory plan fits
   -p, --prompt TEXT       the prompt (or give it as the last argument)
   -n, --n-predict N       tokens to generate (default 64)
       --greedy            always take the most likely token
@@ -37,6 +42,14 @@ const char* kUsage = R"(usage: ask [-m DIR|ALIAS] [options] "prompt"
       --stats             print load time, prefill/decode speed, GB/s and peak memory to stderr
       --prompt-ids 1,2,3  feed token ids instead of text
       --print-ids         print one line: prompt ids then generated ids, space separated
+      --raw               do not apply the model's chat template to the prompt
+      --template NAME     chat format: raw, chatml, llama2, llama3, zephyr, granite, dialogpt
+                          (default: recognised from the model's chat_template, if it has one)
+      --system TEXT       a system message before the prompt (chat models)
+      --trace FILE        write every intermediate of the prompt's forward pass to FILE
+                          (safetensors, "layer_out.3" ... F32 [T, width]; see inspect)
+      --trace-attn        also the attention probabilities "attn_probs.N" [heads, T, keys]
+      --random-weights    synthetic weights from config.json (speed tests without downloads)
   -h, --help              this text
 )";
 
@@ -53,6 +66,11 @@ struct AskArgs {
   bool stats = false;
   std::string prompt_ids;
   bool print_ids = false;
+  bool raw = false;
+  std::string template_name;
+  std::optional<std::string> system;
+  std::string trace_file;
+  bool trace_attn = false;
 };
 
 AskArgs parse_args(int argc, char** argv) {
@@ -87,12 +105,53 @@ AskArgs parse_args(int argc, char** argv) {
     } else if (f == "--stats") a.stats = true;
     else if (f == "--prompt-ids") a.prompt_ids = value(i);
     else if (f == "--print-ids") a.print_ids = true;
+    else if (f == "--raw") a.raw = true;
+    else if (f == "--template") a.template_name = value(i);
+    else if (f == "--system") a.system = value(i);
+    else if (f == "--trace") a.trace_file = value(i);
+    else if (f == "--trace-attn") a.trace_attn = true;
+    else if (f == "--random-weights") a.load.random_weights = true;
     else if (!f.empty() && f[0] == '-' && f.size() > 1) throw std::runtime_error("unknown option " + f + " (see --help)");
     else if (!a.has_prompt) { a.prompt = f; a.has_prompt = true; }
     else throw std::runtime_error("more than one prompt given: \"" + f + "\" (quote the prompt)");
   }
   if (!a.has_prompt && a.prompt_ids.empty()) throw std::runtime_error("no prompt given (see --help)");
+  if (a.trace_attn && a.trace_file.empty()) throw std::runtime_error("--trace-attn needs --trace FILE");
+  if (a.raw && !a.template_name.empty()) throw std::runtime_error("--raw and --template contradict each other");
   return a;
+}
+
+// -m auto: of the folders under models/ with config.json and weights, the largest whose
+// memory plan (at the context this run needs) fits in MemAvailable.
+std::string auto_model(int64_t context) {
+  std::vector<std::string> dirs = app::downloaded_models(), notes;
+  const auto best = largest_fitting_model(dirs, context, mem_available_bytes(), &notes);
+  if (!best) {
+    std::string msg = "-m auto: no downloaded model fits in memory (" + format_bytes(mem_available_bytes()) + " available)";
+    for (const std::string& n : notes) msg += "\n  " + n;
+    if (dirs.empty()) msg += "; none is downloaded in " + app::models_dir() + " (python3 models_download.py ALIAS)";
+    throw std::runtime_error(msg);
+  }
+  std::fprintf(stderr, "[auto] %s\n", best->c_str());
+  return *best;
+}
+
+// The prompt's token ids: the chat template applied for chat models (unless --raw).
+std::vector<int32_t> encode_prompt(const AskArgs& a, const std::string& dir, const Tokenizer& tok,
+                                   std::optional<chat::Template>& tmpl) {
+  if (!a.raw) {
+    try {
+      tmpl = chat::template_for(dir, a.template_name);
+    } catch (const std::exception& e) {
+      if (!a.template_name.empty()) throw;
+      std::fprintf(stderr, "ask: %s\nask: using the prompt as plain text\n", e.what());
+    }
+  }
+  if (!tmpl) return tok.encode(a.prompt, /*add_special=*/true);
+  std::vector<chat::Message> messages;
+  if (a.system) messages.push_back({"system", *a.system});
+  messages.push_back({"user", a.prompt});
+  return tok.encode(tmpl->render(messages, /*add_generation_prompt=*/true), tmpl->add_special());
 }
 
 void print_stats(const ModelInfo& info, double load_seconds, const GenerationStats& st) {
@@ -112,18 +171,20 @@ void print_stats(const ModelInfo& info, double load_seconds, const GenerationSta
 
 int run(const AskArgs& a) {
   cpu::set_num_threads(a.threads);
-  const app::ResolvedModel resolved = app::resolve_model(a.model);
+  const std::string dir = a.model == "auto" ? auto_model(a.ctx ? a.ctx : 2048) : app::resolve_model(a.model).dir;
 
   // The tokenizer is only optional in the fully numeric mode.
   std::optional<Tokenizer> tokenizer;
-  if (!(a.print_ids && !a.prompt_ids.empty())) tokenizer = Tokenizer::load(resolved.dir);
+  if (!(a.print_ids && !a.prompt_ids.empty())) tokenizer = Tokenizer::load(dir);
 
   const auto t0 = std::chrono::steady_clock::now();
-  std::unique_ptr<Model> model = load_model(resolved.dir, a.load);
+  std::unique_ptr<Model> model = a.load.random_weights ? random_model(read_json_file(dir + "/config.json"), a.load)
+                                                       : load_model(dir, a.load);
   const double load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const ModelInfo& info = model->info();
 
-  const std::vector<int32_t> prompt = a.prompt_ids.empty() ? tokenizer->encode(a.prompt, /*add_special=*/true)
+  std::optional<chat::Template> tmpl;
+  const std::vector<int32_t> prompt = a.prompt_ids.empty() ? encode_prompt(a, dir, *tokenizer, tmpl)
                                                            : app::parse_prompt_ids(a.prompt_ids, info.vocab_size);
   if (prompt.empty()) throw std::runtime_error("the prompt encodes to no tokens");
   for (int32_t id : prompt)
@@ -140,13 +201,19 @@ int run(const AskArgs& a) {
 
   std::optional<StreamDecoder> stream;
   if (!a.print_ids) {
-    // Echo the prompt through the same decoder so spacing matches the continuation.
+    // Echo the prompt through the same decoder so spacing matches the continuation; a chat
+    // model's formatted prompt is not echoed, only its reply printed.
     stream.emplace(*tokenizer);
     for (int32_t id : prompt)
-      if (!tokenizer->is_special(id)) std::fputs(stream->push(id).c_str(), stdout);
+      if (!tmpl && !tokenizer->is_special(id)) std::fputs(stream->push(id).c_str(), stdout);
     std::fflush(stdout);
   }
+  const std::vector<int32_t> stops = tmpl ? chat::stop_ids(*tmpl, *tokenizer) : std::vector<int32_t>{};
+  TraceRecorder recorder(a.trace_attn);
+  if (!a.trace_file.empty()) model->set_tracer(&recorder);
   auto on_token = [&](int32_t id) {
+    if (!a.trace_file.empty()) model->set_tracer(nullptr);  // trace the prompt's pass only
+    if (!a.ignore_eos && std::find(stops.begin(), stops.end(), id) != stops.end()) return false;  // end of turn
     if (stream && !tokenizer->is_special(id)) {
       std::fputs(stream->push(id).c_str(), stdout);
       std::fflush(stdout);
@@ -155,6 +222,13 @@ int run(const AskArgs& a) {
   };
   GenerationStats st;
   const std::vector<int32_t> out = generate(*model, cache, prompt, gen, sampler, on_token, &st);
+  model->set_tracer(nullptr);
+  if (!a.trace_file.empty()) {
+    recorder.write(a.trace_file, prompt, {{"model", dir}, {"architecture", info.architecture},
+                                          {"n_layers", std::to_string(info.n_layers)}});
+    std::fprintf(stderr, "ask: wrote %zu traced tensors of the prompt to %s\n", recorder.entries().size() + 1,
+                 a.trace_file.c_str());
+  }
 
   if (a.print_ids) {
     std::string line;

@@ -120,7 +120,6 @@ class Gpt2 final : public Model {
   Tensor forward(std::span<const int32_t> tokens, Cache& cache, Logits which) override {
     const int64_t T = static_cast<int64_t>(tokens.size()), D = c_.n_embd, pos0 = cache.n_past();
     check_room(cache, T, c_.n_positions);
-    enum { X, H, QKV, ATT, FF, LOGITS, PROBS };
     Tensor x = act_.get(X, T, D);             // [T, D]  residual stream
     Tensor h = act_.get(H, T, D);             // [T, D]  normed input / branch output
     Tensor qkv = act_.get(QKV, T, 3 * D);     // [T, 3D] fused projection
@@ -170,23 +169,35 @@ class Gpt2 final : public Model {
 
     // Only the positions whose logits are wanted go through the final norm and the head.
     const int64_t first = which == Logits::All ? 0 : T - 1;
-    const Tensor xs = x.rows_view(first, T - first), hs = h.rows_view(first, T - first);
-    be_.layernorm(hs, xs, w_.ln_f_w, w_.ln_f_b, c_.layer_norm_epsilon);
-    trace(hs, "final_norm");
-    Tensor logits = act_.get(LOGITS, T - first, c_.vocab_size);  // [rows, V]
-    be_.matmul(logits, hs, w_.lm_head, Tensor{});
+    const Tensor logits = head(x.rows_view(first, T - first));  // [rows, V]
     cache.advance(T);
     return logits_to_host(be_, logits, host_logits_);
   }
 
+  Tensor project_to_vocab(const Tensor& residual) override {
+    check_residual(residual, c_.n_embd, info_.architecture);
+    return logits_to_host(be_, head(residual), host_logits_);
+  }
+
  private:
+  enum Slot { X, H, QKV, ATT, FF, LOGITS, PROBS };  // activation buffers
+
+  // The final norm and the output head, as the end of forward() and the logit lens use them:
+  // residual stream x [R, D] -> logits [R, V] on the backend.
+  Tensor head(const Tensor& x) {
+    const Tensor h = act_.get(H, x.rows(), c_.n_embd);       // [R, D]
+    be_.layernorm(h, x, w_.ln_f_w, w_.ln_f_b, c_.layer_norm_epsilon);
+    trace(h, "final_norm");
+    const Tensor logits = act_.get(LOGITS, x.rows(), c_.vocab_size);  // [R, V]
+    be_.matmul(logits, h, w_.lm_head, Tensor{});
+    return logits;
+  }
+
   float attention_scale(int layer) const {
     float s = c_.scale_attn_weights ? 1.0f / std::sqrt(static_cast<float>(c_.n_embd / c_.n_head)) : 1.0f;
     if (c_.scale_attn_by_inverse_layer_idx) s /= static_cast<float>(layer + 1);
     return s;
   }
-
-  // Attention probabilities [heads, T, keys] only when a tracer asks for them.
 
   Gpt2Config c_;
   ModelInfo info_;

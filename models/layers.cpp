@@ -120,8 +120,12 @@ WeightLoader::WeightLoader(const WeightFiles& files, const LoadOptions& options,
     : files_(files),
       backend_(options.backend ? options.backend : &cpu_backend()),
       weight_dtype_(options.weight_dtype),
-      random_weights_(options.random_weights),
+      random_weights_(options.random_weights && !options.plan_only),
       seed_(options.seed),
+      plan_(options.plan_only),
+      plan_from_config_(options.plan_only && files.names().empty()),
+      plan_dtype_(options.plan_dtype),
+      record_(options.record),
       prefixes_(std::move(prefixes)) {}
 
 bool WeightLoader::has(const std::string& name) const {
@@ -166,6 +170,10 @@ Tensor WeightLoader::host(const std::string& name, std::initializer_list<int64_t
     *full = prefixes_.front() + name;
     return random(name, shape);
   }
+  if (plan_from_config_) {
+    *full = prefixes_.front() + name;
+    return Tensor::contiguous(nullptr, plan_dtype_, shape);
+  }
   const TensorInfo& info = lookup(name, full);
   std::vector<int64_t> want(shape);
   if (info.shape != want) {
@@ -180,10 +188,12 @@ Tensor WeightLoader::host(const std::string& name, std::initializer_list<int64_t
   if (!traits(info.dtype).is_float)
     throw std::runtime_error(files_.source() + ": tensor \"" + *full + "\" has dtype " +
                              std::string(dtype_name(info.dtype)) + ", expected a float type");
+  if (plan_) return Tensor::contiguous(nullptr, info.dtype, shape);  // the header is enough
   return files_.get(*full);
 }
 
 Tensor WeightLoader::place(const Tensor& host_tensor) {
+  if (plan_) return host_tensor;
   std::shared_ptr<void> keep;
   Tensor t = backend_->adopt_weight(host_tensor, keep);
   if (keep) memory_.push_back(std::move(keep));
@@ -202,6 +212,11 @@ Tensor WeightLoader::alloc_host(const Tensor& like, DType dtype) {
 
 // Converts a contiguous host tensor to dtype `to`, row by row through F32.
 Tensor WeightLoader::convert(const Tensor& src, DType to) {
+  if (plan_) {
+    // Rows that do not hold whole blocks of a quantized type stay as they are.
+    if (src.cols() % traits(to).block_elems) return src;
+    return Tensor::contiguous_like(src, to, nullptr);
+  }
   const Tensor dst = alloc_host(src, to);
   const Tensor s = Tensor::contiguous(src.data, src.dtype, {src.rows(), src.cols()});
   const Tensor d = Tensor::contiguous(dst.data, to, {src.rows(), src.cols()});
@@ -221,25 +236,37 @@ Tensor WeightLoader::convert(const Tensor& src, DType to) {
   return dst;
 }
 
+Tensor WeightLoader::finish(const std::string& full, DType stored, const Tensor& t, bool counted) {
+  if (record_) {
+    PlannedTensor p{full, stored, t.dtype, {}, t.nbytes()};
+    for (int i = 0; i < t.ndim; ++i) p.shape.push_back(t.dim(i));
+    record_->push_back(std::move(p));
+  }
+  if (counted) bytes_ += t.nbytes();
+  return place(t);
+}
+
 Tensor WeightLoader::matrix(const std::string& name, int64_t rows, int64_t cols) {
   std::string full;
   Tensor t = host(name, {rows, cols}, &full);
+  const DType stored = t.dtype;
   if (weight_dtype_ && *weight_dtype_ != t.dtype) t = convert(t, *weight_dtype_);
-  bytes_ += t.nbytes();
-  return place(t);
+  return finish(full, stored, t, true);
 }
 
 Tensor WeightLoader::matrix_transposed(const std::string& name, int64_t rows, int64_t cols) {
   std::string full;
   const Tensor raw = host(name, {cols, rows}, &full);  // [in, out]
   const DType want = weight_dtype_.value_or(raw.dtype);
-  const Tensor stored = raw.dtype == DType::F32 ? raw : convert(raw, DType::F32);
-  Tensor t = alloc_host(Tensor::contiguous(nullptr, DType::F32, {rows, cols}), DType::F32);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) t.row<float>(r)[c] = stored.row<float>(c)[r];
+  Tensor t = Tensor::contiguous(nullptr, DType::F32, {rows, cols});
+  if (!plan_) {
+    const Tensor stored = raw.dtype == DType::F32 ? raw : convert(raw, DType::F32);
+    t = alloc_host(t, DType::F32);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) t.row<float>(r)[c] = stored.row<float>(c)[r];
+  }
   if (want != DType::F32) t = convert(t, want);
-  bytes_ += t.nbytes();
-  return place(t);
+  return finish(full, raw.dtype, t, true);
 }
 
 int64_t FusedQkv::stored_row(int64_t r) const {
@@ -253,6 +280,7 @@ int64_t FusedQkv::stored_row(int64_t r) const {
 
 // A copy of `src` [rows, cols] whose row r is stored row layout.stored_row(r).
 Tensor WeightLoader::reorder_rows(const Tensor& src, const FusedQkv& layout) {
+  if (plan_) return src;
   const Tensor dst = alloc_host(src, src.dtype);
   const size_t row_bytes = dtype_bytes(src.dtype, src.cols());
   for (int64_t r = 0; r < src.rows(); ++r) std::memcpy(dst.row(r), src.row(layout.stored_row(r)), row_bytes);
@@ -262,25 +290,27 @@ Tensor WeightLoader::reorder_rows(const Tensor& src, const FusedQkv& layout) {
 Tensor WeightLoader::fused_qkv(const std::string& name, const FusedQkv& layout, int64_t cols) {
   std::string full;
   Tensor t = host(name, {layout.rows(), cols}, &full);
+  const DType stored = t.dtype;
   if (layout.q_per_group != 1 || layout.groups != 1) t = reorder_rows(t, layout);  // one group is already q | k | v
   if (weight_dtype_ && *weight_dtype_ != t.dtype) t = convert(t, *weight_dtype_);
-  bytes_ += t.nbytes();
-  return place(t);
+  return finish(full, stored, t, true);
 }
 
 Tensor WeightLoader::fused_qkv_bias(const std::string& name, const FusedQkv& layout) {
   std::string full;
   Tensor t = host(name, {layout.rows()}, &full).reshape({layout.rows(), 1});
+  const DType stored = t.dtype;
   t = reorder_rows(convert(t, DType::F32), layout).reshape({layout.rows()});
-  bytes_ += t.nbytes();
-  return place(t);
+  return finish(full, stored, t, true);
 }
 
+// Not counted in bytes_loaded(): a decode step reads one row (the model adds what it reads).
 Tensor WeightLoader::embedding(const std::string& name, int64_t rows, int64_t cols) {
   std::string full;
   Tensor t = host(name, {rows, cols}, &full);
+  const DType stored = t.dtype;
   if (random_weights_ && weight_dtype_ && *weight_dtype_ != t.dtype) t = convert(t, *weight_dtype_);
-  return place(t);
+  return finish(full, stored, t, false);
 }
 
 Tensor WeightLoader::vector(const std::string& name, int64_t n) { return f32(name, {n}); }
@@ -292,9 +322,9 @@ Tensor WeightLoader::optional_vector(const std::string& name, int64_t n) {
 Tensor WeightLoader::f32(const std::string& name, std::initializer_list<int64_t> shape) {
   std::string full;
   Tensor t = host(name, shape, &full);
+  const DType stored = t.dtype;
   if (t.dtype != DType::F32) t = convert(t, DType::F32);
-  bytes_ += t.nbytes();
-  return place(t);
+  return finish(full, stored, t, true);
 }
 
 // ---- Activations -----------------------------------------------------------------------
@@ -318,6 +348,13 @@ void check_room(const Cache& cache, int64_t n_new, int64_t max_context) {
     throw std::runtime_error("context full: " + std::to_string(cache.n_past()) + " positions used + " +
                              std::to_string(n_new) + " new > " + std::to_string(limit) + " (cache holds " +
                              std::to_string(cache.max_seq()) + ", model supports " + std::to_string(max_context) + ")");
+}
+
+void check_residual(const Tensor& residual, int64_t width, const std::string& architecture) {
+  if (residual.empty() || residual.dtype != DType::F32 || residual.ndim != 2 || residual.cols() != width ||
+      residual.rows() < 1)
+    throw std::invalid_argument(architecture + ": project_to_vocab expects an F32 residual [rows, " +
+                                std::to_string(width) + "], got " + residual.describe());
 }
 
 Cache attention_cache(Backend& backend, int64_t max_seq, int n_layers, int64_t kv_dim) {

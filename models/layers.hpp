@@ -64,7 +64,9 @@ struct FusedQkv {
 
 // Loads weights by their checkpoint names, checks shapes, converts dtypes once, places
 // them on the backend. Names are tried with each prefix in turn ("transformer.", ""), so
-// checkpoints saved with and without a prefix both load.
+// checkpoints saved with and without a prefix both load. In plan-only mode (LoadOptions) it
+// reads and allocates nothing: each weight is a shape and a dtype without data, so the model
+// file itself says what it would load (the memory planner builds models this way).
 class WeightLoader {
  public:
   WeightLoader(const WeightFiles& files, const LoadOptions& options,
@@ -101,11 +103,17 @@ class WeightLoader {
   Tensor alloc_host(const Tensor& like, DType dtype);
   Tensor convert(const Tensor& src, DType to);
   Tensor reorder_rows(const Tensor& src, const FusedQkv& layout);
+  // Records the weight (LoadOptions::record), counts it per token when `counted`, places it.
+  Tensor finish(const std::string& full, DType stored, const Tensor& t, bool counted);
   const WeightFiles& files_;
   Backend* backend_;
   std::optional<DType> weight_dtype_;
   bool random_weights_;
   uint64_t seed_;
+  bool plan_;                 // plan only: no data read or allocated
+  bool plan_from_config_;     // plan only and no files: every weight has dtype plan_dtype_
+  DType plan_dtype_;
+  std::vector<PlannedTensor>* record_;
   std::vector<std::string> prefixes_;
   std::vector<std::shared_ptr<void>> memory_;
   uint64_t bytes_ = 0;
@@ -129,6 +137,9 @@ class Activations {
 
 // Throws a clear error when `n_new` more positions do not fit in the cache or the model.
 void check_room(const Cache& cache, int64_t n_new, int64_t max_context);
+
+// Throws unless `residual` is an F32 [R, width] stream that project_to_vocab() can take.
+void check_residual(const Tensor& residual, int64_t width, const std::string& architecture);
 
 // A KV cache of `n_layers` attention layers, each k and v [max_seq, kv_dim].
 Cache attention_cache(Backend& backend, int64_t max_seq, int n_layers, int64_t kv_dim);

@@ -28,6 +28,16 @@ void Cache::reset() {
       if (!t->empty()) backend_->scale(t->reshape({t->rows(), t->cols()}), t->reshape({t->rows(), t->cols()}), 0.0f);
 }
 
+int64_t PlannedTensor::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+Tensor Model::project_to_vocab(const Tensor&) {
+  throw std::runtime_error(info().architecture + ": this model file does not implement project_to_vocab (logit lens)");
+}
+
 // ---- registry ----------------------------------------------------------------------------
 
 namespace {

@@ -91,6 +91,10 @@ class Model {
   // host F32 tensor [rows, vocab] valid until the next call: the last position only, or every
   // position of `tokens` with Logits::All.
   virtual Tensor forward(std::span<const int32_t> tokens, Cache& cache, Logits which = Logits::Last) = 0;
+  // The model's own final norm and output head applied to a residual stream F32 [R, D] on the
+  // model's backend (e.g. a traced "layer_out"): host logits [R, V], valid until the next call
+  // (the logit lens). Model files implement it with the code their forward() ends with.
+  virtual Tensor project_to_vocab(const Tensor& residual);
 
   void set_tracer(Tracer* tracer) { tracer_ = tracer; }
   // The weight files the model's tensors may point into (mapped or copied); kept alive here.
@@ -105,6 +109,16 @@ class Model {
   std::shared_ptr<const WeightFiles> files_;
 };
 
+// One weight as a model file asked for it at load (LoadOptions::record).
+struct PlannedTensor {
+  std::string name;             // checkpoint name, with the first prefix the model tries
+  DType stored;                 // dtype in the checkpoint (planning from config.json: its dtype)
+  DType dtype;                  // dtype in memory after load (--dtype, norms and biases F32)
+  std::vector<int64_t> shape;   // as the model uses it: [out, in] for matrices
+  uint64_t bytes = 0;           // in memory
+  int64_t numel() const;
+};
+
 // How to load a model.
 struct LoadOptions {
   LoadMode mode = LoadMode::Copy;          // --mmap selects Mmap
@@ -114,6 +128,13 @@ struct LoadOptions {
   // reading files: real-shaped models for benchmarks without downloading anything.
   bool random_weights = false;
   uint64_t seed = 0;
+  // Plan only: build the model without reading or allocating any weight (its tensors have
+  // shapes and dtypes but no data), so memory can be planned from config.json alone. Weights
+  // the files do not hold (no files given) are taken to be stored as `plan_dtype`.
+  bool plan_only = false;
+  DType plan_dtype = DType::F32;
+  // When set, every weight the model loads is appended here (any load mode).
+  std::vector<PlannedTensor>* record = nullptr;
 };
 
 // ---- registry --------------------------------------------------------------------------

@@ -131,7 +131,6 @@ class Opt final : public Model {
   Tensor forward(std::span<const int32_t> tokens, Cache& cache, Logits which) override {
     const int64_t T = static_cast<int64_t>(tokens.size()), D = c_.hidden_size, pos0 = cache.n_past();
     check_room(cache, T, c_.max_positions);
-    enum { X, H, Q, ATT, FF, LOGITS, PROBS };
     Tensor x = act_.get(X, T, D);           // [T, D]  residual stream
     Tensor h = act_.get(H, T, D);           // [T, D]  normed input / branch output
     Tensor q = act_.get(Q, T, D);           // [T, D]
@@ -178,17 +177,32 @@ class Opt final : public Model {
     }
     trace(x, "final_norm_input");
 
+    // Only the positions whose logits are wanted go through the final norm and the head.
     const int64_t first = which == Logits::All ? 0 : T - 1;
-    const Tensor xs = x.rows_view(first, T - first), hs = h.rows_view(first, T - first);
-    be_.layernorm(hs, xs, w_.norm_w, w_.norm_b, OptConfig::kLayerNormEps);
-    trace(hs, "final_norm");
-    Tensor logits = act_.get(LOGITS, T - first, c_.vocab_size);  // [rows, V]
-    be_.matmul(logits, hs, w_.embed, Tensor{});                  // tied head
+    const Tensor logits = head(x.rows_view(first, T - first));  // [rows, V]
     cache.advance(T);
     return logits_to_host(be_, logits, host_logits_);
   }
 
+  Tensor project_to_vocab(const Tensor& residual) override {
+    check_residual(residual, c_.hidden_size, info_.architecture);
+    return logits_to_host(be_, head(residual), host_logits_);
+  }
+
  private:
+  enum Slot { X, H, Q, ATT, FF, LOGITS, PROBS };  // activation buffers
+
+  // The final norm and the output head, as the end of forward() and the logit lens use them:
+  // residual stream x [R, D] -> logits [R, V] on the backend.
+  Tensor head(const Tensor& x) {
+    const Tensor h = act_.get(H, x.rows(), c_.hidden_size);       // [R, D]
+    be_.layernorm(h, x, w_.norm_w, w_.norm_b, OptConfig::kLayerNormEps);
+    trace(h, "final_norm");
+    const Tensor logits = act_.get(LOGITS, x.rows(), c_.vocab_size);  // [R, V]
+    be_.matmul(logits, h, w_.embed, Tensor{});  // tied head
+    return logits;
+  }
+
   OptConfig c_;
   ModelInfo info_;
   Backend& be_;
