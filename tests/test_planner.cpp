@@ -318,6 +318,28 @@ TEST(PlannerGranite, MambaStateIsConstantOverTheContext) {
   }
 }
 
+// ---- real configs against the Hub's numbers in models.json ---------------------------------
+// The shared test data carries the real config.json of SmolLM2-135M and Qwen2.5-0.5B; their
+// models.json entries hold the parameter count and the size of the BF16 checkpoint.
+TEST(PlannerRealConfigs, ParameterCountsAndCheckpointSizesMatchModelsJson) {
+  const nlohmann::json registry = read_json_file(std::string(PURELLM_SOURCE_DIR) + "/models.json");
+  for (auto [folder, alias] : {std::pair{"tokenizers/smollm2", "smollm2-135m"}, std::pair{"tokenizers/qwen2.5", "qwen2.5-0.5b"}}) {
+    const std::string dir = test::testdata_path(folder);
+    if (dir.empty()) {
+      if (test::testdata_required()) FAIL() << "missing test data " << folder;
+      GTEST_SKIP() << "test data not found: " << folder;
+    }
+    const ModelPlan p = plan_model_dir(dir);
+    const auto& entry = registry.at(alias);
+    EXPECT_EQ(p.parameters, entry.at("parameters").get<uint64_t>()) << alias;
+    uint64_t stored = 0;
+    for (const PlannedTensor& t : p.tensors) stored += dtype_bytes(t.stored, t.numel());
+    const uint64_t file = entry.at("weights_bytes").get<uint64_t>();  // tensors + the safetensors header
+    EXPECT_LE(stored, file) << alias;
+    EXPECT_LT(file - stored, 1'000'000u) << alias;
+  }
+}
+
 // ---- choosing a model: -m auto --------------------------------------------------------------
 
 TEST(Planner, LargestFittingModelPicksTheBiggestThatFits) {
