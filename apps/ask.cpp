@@ -35,6 +35,9 @@ const char* kUsage = R"(usage: ask [-m DIR|ALIAS] [options] "prompt"
       --mmap              use weights in place from the mapped file (less memory, slower on VMs)
       --dtype D           convert weights at load: f32, f16, bf16
       --stats             print load time, prefill/decode speed, GB/s and peak memory to stderr
+      --random-weights CONFIG.json
+                          build the model from a config with random weights (speed
+                          measurements without downloads; needs --prompt-ids)
       --prompt-ids 1,2,3  feed token ids instead of text
       --print-ids         print one line: prompt ids then generated ids, space separated
   -h, --help              this text
@@ -53,6 +56,7 @@ struct AskArgs {
   bool stats = false;
   std::string prompt_ids;
   bool print_ids = false;
+  std::string random_config;
 };
 
 AskArgs parse_args(int argc, char** argv) {
@@ -87,6 +91,7 @@ AskArgs parse_args(int argc, char** argv) {
     } else if (f == "--stats") a.stats = true;
     else if (f == "--prompt-ids") a.prompt_ids = value(i);
     else if (f == "--print-ids") a.print_ids = true;
+    else if (f == "--random-weights") a.random_config = value(i);
     else if (!f.empty() && f[0] == '-' && f.size() > 1) throw std::runtime_error("unknown option " + f + " (see --help)");
     else if (!a.has_prompt) { a.prompt = f; a.has_prompt = true; }
     else throw std::runtime_error("more than one prompt given: \"" + f + "\" (quote the prompt)");
@@ -112,14 +117,17 @@ void print_stats(const ModelInfo& info, double load_seconds, const GenerationSta
 
 int run(const AskArgs& a) {
   cpu::set_num_threads(a.threads);
-  const app::ResolvedModel resolved = app::resolve_model(a.model);
+  const bool random = !a.random_config.empty();
+  if (random && a.prompt_ids.empty()) throw std::runtime_error("--random-weights needs --prompt-ids");
+  const std::string dir = random ? std::string() : app::resolve_model(a.model).dir;
 
-  // The tokenizer is only optional in the fully numeric mode.
+  // The tokenizer is only optional when ids go in and come out.
   std::optional<Tokenizer> tokenizer;
-  if (!(a.print_ids && !a.prompt_ids.empty())) tokenizer = Tokenizer::load(resolved.dir);
+  if (!(a.print_ids && !a.prompt_ids.empty()) && !random) tokenizer = Tokenizer::load(dir);
 
   const auto t0 = std::chrono::steady_clock::now();
-  std::unique_ptr<Model> model = load_model(resolved.dir, a.load);
+  std::unique_ptr<Model> model =
+      random ? random_model(read_json_file(a.random_config), a.load) : load_model(dir, a.load);
   const double load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const ModelInfo& info = model->info();
 
@@ -139,7 +147,7 @@ int run(const AskArgs& a) {
   gen.stop_at_eos = !a.ignore_eos;
 
   std::optional<StreamDecoder> stream;
-  if (!a.print_ids) {
+  if (!a.print_ids && tokenizer) {
     // Echo the prompt through the same decoder so spacing matches the continuation.
     stream.emplace(*tokenizer);
     for (int32_t id : prompt)
@@ -162,7 +170,7 @@ int run(const AskArgs& a) {
     for (int32_t id : out) line += std::to_string(id) + " ";
     if (!line.empty()) line.pop_back();
     std::printf("%s\n", line.c_str());
-  } else {
+  } else if (stream) {
     std::printf("%s\n", stream->finish().c_str());
   }
   std::fflush(stdout);
