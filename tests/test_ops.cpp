@@ -12,7 +12,10 @@
 // below what a wrong index, a lost tail element or a missing term would produce.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
+#include <new>
 #include <cstring>
 #include <deque>
 #include <limits>
@@ -29,6 +32,16 @@ using purellm::cpu::Isa;
 namespace purellm::cpu {
 void PrintTo(Isa isa, std::ostream* os) { *os << isa_name(isa); }  // "GetParam() = avx2"
 }  // namespace purellm::cpu
+
+// Counts operator new calls, so a test can check that warm ops do not allocate.
+static std::atomic<int64_t> g_news{0};
+[[gnu::noinline]] void* operator new(size_t n) {
+  ++g_news;
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+[[gnu::noinline]] void operator delete(void* p) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete(void* p, size_t) noexcept { std::free(p); }
 
 namespace {
 
@@ -439,6 +452,34 @@ TEST_P(Ops, SsmScan) {
       expect_close(got, want, 1e-5 * std::sqrt(double(c.d_state)), 1e-5, at);
       expect_close(s_fast, s_ref, 1e-5, 1e-5, at + " state");
     }
+  }
+}
+
+// Once an op has seen its shapes, calling it again allocates nothing (scratch is reused).
+TEST_P(Ops, WarmOpsDoNotAllocate) {
+  const Tensor x1 = random(1, 768), xT = random(20, 768), w = random(300, 768), o1 = zeros(DType::F32, 1, 300),
+               oT = zeros(DType::F32, 20, 300), nw = random(1, 768);
+  const Tensor q = random(3, 4 * 16), kv = random(40, 2 * 16), att = zeros(DType::F32, 3, 4 * 16);
+  const Tensor cx = random(5, 600), cw = random(600, 4), cs = random(600, 4), co = zeros(DType::F32, 5, 600);
+  AttentionArgs a;
+  a.n_heads = 4;
+  a.n_kv_heads = 2;
+  a.head_dim = 16;
+  a.pos0 = 30;
+  auto run = [&] {
+    fast_->matmul(o1, x1, w, Tensor{});
+    fast_->matmul(oT, xT, w, Tensor{});
+    fast_->rmsnorm(xT, xT, nw.reshape({768}), 1e-5f);
+    fast_->softmax(xT, xT);
+    fast_->attention(att, q, kv, kv, a);
+    fast_->conv1d_causal(co, cx, cw, Tensor{}, cs);
+  };
+  for (int threads : {1, 2}) {
+    cpu::set_num_threads(threads);
+    run();
+    const int64_t before = g_news.load();
+    run();
+    EXPECT_EQ(g_news.load() - before, 0) << "operator new calls in warm ops, threads " << threads;
   }
 }
 
