@@ -374,16 +374,22 @@ float dot(const float* a, const float* b, int64_t n) {
 // ---- GEMV (decode) ----------------------------------------------------------------------------
 
 // y[r] = x . W[r] (+ bias[r]) for kRows consecutive rows; the x vector is loaded once per step
-// for all rows, and each row keeps two accumulators so the FMA chains overlap.
+// for all rows, and each row keeps two accumulators so the FMA chains overlap. Rows are short
+// (a few KiB), too short for the hardware prefetcher to ramp up on each, so the same columns of
+// the next rows (`next`, ldw apart) are prefetched while these are summed.
 template <class A, DType D, int kRows>
-void gemv_rows(float* y, const float* x, const storage_t<D>* w, int64_t ldw, int64_t K, const float* bias) {
+void gemv_rows(float* y, const float* x, const storage_t<D>* w, int64_t ldw, int64_t K, const float* bias,
+               const storage_t<D>* next) {
   constexpr int64_t L = kLanes<A>;
+  constexpr int64_t kStepBytes = 2 * L * static_cast<int64_t>(sizeof(storage_t<D>));
   V<A> acc[kRows][2];
   for (int r = 0; r < kRows; ++r) acc[r][0] = acc[r][1] = V<A>(0.0f);
   int64_t k = 0;
   for (; k + 2 * L <= K; k += 2 * L) {
     const V<A> x0 = V<A>::load_unaligned(x + k), x1 = V<A>::load_unaligned(x + k + L);
     for (int r = 0; r < kRows; ++r) {
+      for (int64_t b = 0; b < kStepBytes; b += 64)
+        __builtin_prefetch(reinterpret_cast<const char*>(next + r * ldw + k) + b);
       acc[r][0] = xsimd::fma(x0, load<A, D>(w + r * ldw + k), acc[r][0]);
       acc[r][1] = xsimd::fma(x1, load<A, D>(w + r * ldw + k + L), acc[r][1]);
     }
@@ -404,9 +410,11 @@ void gemv(float* y, const float* x, const storage_t<D>* w, int64_t ldw, int64_t 
           const float* bias) {
   constexpr int kRows = 4;
   int64_t n = 0;
-  for (; n + kRows <= N; n += kRows)
-    gemv_rows<A, D, kRows>(y + n, x, w + n * ldw, ldw, K, bias ? bias + n : nullptr);
-  for (; n < N; ++n) gemv_rows<A, D, 1>(y + n, x, w + n * ldw, ldw, K, bias ? bias + n : nullptr);
+  for (; n + kRows <= N; n += kRows) {
+    const int64_t next = n + 2 * kRows <= N ? n + kRows : n;  // the last group prefetches itself
+    gemv_rows<A, D, kRows>(y + n, x, w + n * ldw, ldw, K, bias ? bias + n : nullptr, w + next * ldw);
+  }
+  for (; n < N; ++n) gemv_rows<A, D, 1>(y + n, x, w + n * ldw, ldw, K, bias ? bias + n : nullptr, w + n * ldw);
 }
 
 // ---- GEMM tile and packing (prefill) ----------------------------------------------------------
@@ -438,20 +446,25 @@ void gemm_tile(float* c, int64_t ldc, const float* a, const float* b, int64_t kc
 }
 
 // dst[k, j] = W[j, k] as F32 for j < rows, 0 for rows <= j < nr.  dst: [kc, nr]
+// In chunks of 64 columns: convert the nr row pieces into a small tile with whole-vector loads
+// and stores, then write it out column by column (fixed trip counts the compiler unrolls).
 template <class A, DType D>
 void pack_w(float* dst, const storage_t<D>* w, int64_t ldw, int64_t rows, int64_t kc) {
-  constexpr int64_t L = kLanes<A>, NR = 2 * L;
-  alignas(64) float buf[L];
-  for (int64_t j = 0; j < rows; ++j) {
-    const storage_t<D>* src = w + j * ldw;
-    for (int64_t k = 0; k < kc; k += L) {
-      const int64_t rem = kc - k < L ? kc - k : L;
-      (rem == L ? load<A, D>(src + k) : load_partial<A, D>(src + k, rem)).store_aligned(buf);
-      for (int64_t l = 0; l < rem; ++l) dst[(k + l) * NR + j] = buf[l];
+  constexpr int64_t L = kLanes<A>, NR = 2 * L, kChunk = 64;
+  alignas(64) float tile[NR][kChunk];
+  for (int64_t k0 = 0; k0 < kc; k0 += kChunk) {
+    const int64_t n = kc - k0 < kChunk ? kc - k0 : kChunk;
+    for (int64_t j = 0; j < NR; ++j) {
+      const storage_t<D>* src = w + j * ldw + k0;
+      for (int64_t k = 0; k < kChunk; k += L) {
+        const int64_t rem = n - k < L ? (n - k > 0 ? n - k : 0) : L;
+        const V<A> v = j >= rows || rem == 0 ? V<A>(0.0f) : rem == L ? load<A, D>(src + k) : load_partial<A, D>(src + k, rem);
+        v.store_aligned(&tile[j][k]);
+      }
     }
+    for (int64_t k = 0; k < n; ++k)
+      for (int64_t j = 0; j < NR; ++j) dst[(k0 + k) * NR + j] = tile[j][k];
   }
-  for (int64_t j = rows; j < NR; ++j)
-    for (int64_t k = 0; k < kc; ++k) dst[k * NR + j] = 0.0f;
 }
 
 // dst[k, i] = x[i, k] for i < rows, 0 for rows <= i < mr.  dst: [kc, mr]

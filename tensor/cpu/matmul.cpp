@@ -3,11 +3,12 @@
 //
 // GEMV is bound by reading W once: each thread streams one contiguous block of W's rows.
 //
-// GEMM follows the GotoBLAS/BLIS loop nest. Each thread owns a contiguous range of output
-// columns (rows of W) and, for each block of it:
-//   pack a kKc x kNc block of W (converted to F32, nr rows interleaved)       -> L2/L3
-//     pack a kMc x kKc block of x (mr rows interleaved)                       -> L2
-//       for each nr-wide sliver of packed W (stays in L1), for each mr rows of packed x:
+// GEMM follows the GotoBLAS/BLIS structure, arranged so that each thread works out of its own
+// L1 and L2 (on a shared host the L3 belongs to everyone):
+//   the threads pack all of x once, in panels of mr rows interleaved over K   (shared)
+//   each thread owns a contiguous range of output columns (rows of W); per block of it:
+//     pack a kNc x kKc block of W, converted to F32, nr rows interleaved        -> L2
+//       for each x panel (mr rows x kKc, stays in L1), for each nr sliver of the W block:
 //         gemm_tile: an mr x nr block of out in registers, kKc multiply-adds deep.
 // F16/BF16 weights are converted while packing, so the tile kernel only ever sees F32.
 #include <algorithm>
@@ -18,9 +19,8 @@
 namespace purellm::cpu::fast {
 namespace {
 
-constexpr int64_t kKc = 256;   // depth of one packed block: a W sliver kKc x nr is 16 KiB (AVX2)
-constexpr int64_t kMc = 144;   // rows of x per packed block (a multiple of every mr)
-constexpr int64_t kNc = 1536;  // rows of W per packed block
+constexpr int64_t kKc = 256;  // depth of a block: an x panel (mr x kKc) is 6 KiB
+constexpr int64_t kNc = 256;  // rows of W per packed block: kNc x kKc floats = 256 KiB
 constexpr int64_t kMaxTile = 6 * 64;  // mr * nr of the widest table, for edge tiles
 
 void gemv(const Kernels& k, const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& bias) {
@@ -75,23 +75,26 @@ void tile(const Kernels& k, const Tensor& out, int64_t t, int64_t n, int64_t row
     }
 }
 
-// out[:, n0:n1] for one thread, with its own packing buffers wbuf [kKc * kNc] and xbuf [kMc * kKc].
-void gemm_columns(const Kernels& k, const Tensor& out, const Tensor& x, const Tensor& w, int64_t n0,
-                  int64_t n1, float* wbuf, float* xbuf) {
-  const int64_t T = x.rows(), K = x.cols();
+// Packed x: panel p (rows p*mr .. p*mr+mr-1) holds K steps of mr values; within it, the block
+// starting at column pc is contiguous (kc * mr floats at p * K * mr + pc * mr).
+void pack_x_panel(const Kernels& k, float* xp, const Tensor& x, int64_t p) {
+  const int64_t K = x.cols(), rows = std::min<int64_t>(k.mr, x.rows() - p * k.mr);
+  k.pack_x(xp + p * K * k.mr, x.row<float>(p * k.mr), x.row_stride(), rows, K);
+}
+
+// out[:, n0:n1] for one thread, from the packed x and its own W block buffer wbuf [kNc * kKc].
+void gemm_columns(const Kernels& k, const Tensor& out, const float* xp, int64_t T, int64_t K, const Tensor& w,
+                  int64_t n0, int64_t n1, float* wbuf) {
   for (int64_t jc = n0; jc < n1; jc += kNc) {
     const int64_t nc = std::min(kNc, n1 - jc);
     for (int64_t pc = 0; pc < K; pc += kKc) {
       const int64_t kc = std::min(kKc, K - pc);
       pack_w_block(k, wbuf, w, jc, nc, pc, kc);
-      for (int64_t ic = 0; ic < T; ic += kMc) {
-        const int64_t mc = std::min(kMc, T - ic);
-        for (int64_t i = 0; i < mc; i += k.mr)
-          k.pack_x(xbuf + i * kc, x.row<float>(ic + i) + pc, x.row_stride(), std::min<int64_t>(k.mr, mc - i), kc);
+      for (int64_t i = 0; i < T; i += k.mr) {
+        const float* panel = xp + i * K + pc * k.mr;
         for (int64_t j = 0; j < nc; j += k.nr)
-          for (int64_t i = 0; i < mc; i += k.mr)
-            tile(k, out, ic + i, jc + j, std::min<int64_t>(k.mr, mc - i), std::min<int64_t>(k.nr, nc - j),
-                 xbuf + i * kc, wbuf + j * kc, kc, pc > 0);
+          tile(k, out, i, jc + j, std::min<int64_t>(k.mr, T - i), std::min<int64_t>(k.nr, nc - j), panel,
+               wbuf + j * kc, kc, pc > 0);
       }
     }
   }
@@ -100,15 +103,18 @@ void gemm_columns(const Kernels& k, const Tensor& out, const Tensor& x, const Te
 void gemm(const Kernels& k, Scratch& s, const Tensor& out, const Tensor& x, const Tensor& w,
           const Tensor& bias) {
   const int64_t T = x.rows(), K = x.cols(), N = w.rows();
+  const int64_t panels = (T + k.mr - 1) / k.mr;
   const int nt = static_cast<int>(std::min<int64_t>(threads_for(T * N * K), (N + k.nr - 1) / k.nr));
-  s.reserve(nt, static_cast<size_t>(kKc * kNc + kMc * kKc));
+  float* xp = s.shared(static_cast<size_t>(panels * k.mr * K));
+  s.reserve(nt, static_cast<size_t>(kNc * kKc));
 #pragma omp parallel num_threads(nt)
   {
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < panels; ++p) pack_x_panel(k, xp, x, p);
     const int t = omp_get_thread_num();
     const Range r = split(N, omp_get_num_threads(), t, k.nr);
     if (r.end > r.begin) {
-      float* wbuf = s.thread(t);
-      gemm_columns(k, out, x, w, r.begin, r.end, wbuf, wbuf + kKc * kNc);
+      gemm_columns(k, out, xp, T, K, w, r.begin, r.end, s.thread(t));
       if (!bias.empty())
         for (int64_t i = 0; i < T; ++i)
           k.add(out.row<float>(i) + r.begin, out.row<float>(i) + r.begin, bias.ptr<float>() + r.begin,
