@@ -8,7 +8,7 @@
 // Decode (GEMV) is bound by reading the weights from DRAM, so every GEMV benchmark rotates
 // through enough copies of its weight matrix (>= 256 MiB) that none is in the cache, and
 // reports GB/s of weights read and pct_bw, its share of the read bandwidth that the probe
-// (a read-only sum over 1 GiB on all threads) measures. Prefill (GEMM) is bound by arithmetic:
+// (a read-only SIMD sum over 1 GiB on all threads) measures just before it. Prefill (GEMM) is bound by arithmetic:
 // GFLOP/s, beside OpenBLAS's sgemm on the same shape when Debian's OpenBLAS was found.
 // Shapes are GPT-2 124M's and TinyLlama 1.1B's linear layers, named N x K for W: [N, K].
 #include <benchmark/benchmark.h>
@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "tensor/cpu/cpu_backend.hpp"
+#include "tensor/cpu/kernels.hpp"
 #include "tensor/tensor.hpp"
 
 #ifdef PURELLM_HAVE_OPENBLAS
@@ -79,21 +80,30 @@ std::string lower(std::string_view s) {
 
 // ---- machine limits ---------------------------------------------------------------------------
 
-// Read-only sum over 1 GiB on `threads` threads; returns bytes per second.
+// Read-only sum over 1 GiB on `threads` threads, each summing one contiguous part with the
+// widest SIMD sum kernel of this CPU (a scalar loop would understate what the memory can do).
 struct Probe {
+  static constexpr int64_t kFloats = static_cast<int64_t>(kProbeBytes / sizeof(float));
   AlignedBuffer buf{kProbeBytes, /*huge_pages=*/true};
+  const cpu::Kernels* k = cpu::kernels_for(cpu::default_isa());
   Probe() {
-    auto* p = buf.as<uint64_t>();
-    const int64_t n = static_cast<int64_t>(kProbeBytes / 8);
+    float* p = buf.as<float>();
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; ++i) p[i] = static_cast<uint64_t>(i);
+    for (int64_t i = 0; i < kFloats; ++i) p[i] = static_cast<float>(i & 1023);
   }
-  uint64_t sum(int threads) const {
-    const auto* p = buf.as<const uint64_t>();
-    const int64_t n = static_cast<int64_t>(kProbeBytes / 8);
-    uint64_t s = 0;
-#pragma omp parallel for schedule(static) reduction(+ : s) num_threads(threads)
-    for (int64_t i = 0; i < n; ++i) s += p[i];
+  float sum(int threads) const {
+    const float* p = buf.as<const float>();
+    float s = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : s)
+    {
+      const int64_t b = kFloats * omp_get_thread_num() / omp_get_num_threads();
+      const int64_t e = kFloats * (omp_get_thread_num() + 1) / omp_get_num_threads();
+      if (k) {
+        s += k->sum(p + b, e - b);
+      } else {
+        for (int64_t i = b; i < e; ++i) s += p[i];
+      }
+    }
     return s;
   }
 };
@@ -103,20 +113,17 @@ Probe& probe() {
   return p;
 }
 
-// The read bandwidth of all threads (bytes/s), measured once on first use.
-double machine_bandwidth() {
-  static const double bw = [] {
-    const int threads = omp_get_max_threads();
-    probe().sum(threads);  // warm up the pages and the threads
-    double best = 0;
-    for (int rep = 0; rep < 5; ++rep) {
-      const double t0 = omp_get_wtime();
-      benchmark::DoNotOptimize(probe().sum(threads));
-      best = std::max(best, static_cast<double>(kProbeBytes) / (omp_get_wtime() - t0));
-    }
-    return best;
-  }();
-  return bw;
+// The read bandwidth of all threads now (bytes/s): the best of three probe passes. GEMV
+// benchmarks measure it right before their timed loop, because on a shared host it drifts
+// with the neighbours' load from one minute to the next.
+double bandwidth_now() {
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    const double t0 = omp_get_wtime();
+    benchmark::DoNotOptimize(probe().sum(g_threads));
+    best = std::max(best, static_cast<double>(kProbeBytes) / (omp_get_wtime() - t0));
+  }
+  return best;
 }
 
 void BM_bandwidth(benchmark::State& state) {
@@ -128,13 +135,17 @@ void BM_bandwidth(benchmark::State& state) {
 }
 
 // Counters shared by the matmul benchmarks: weight GB/s ("GB" per second), GFLOP/s and, for
-// GEMV, pct_bw = weight bytes per second as a percentage of machine_bandwidth(); `seconds` is
-// the wall time of the timed loop.
-void matmul_counters(benchmark::State& state, int64_t T, int64_t N, int64_t K, size_t weight_bytes, double seconds) {
+// GEMV, pct_bw = weight bytes per second as a percentage of `limit` (bandwidth_now() taken
+// before the loop, also reported as bw_GB/s); `seconds` is the wall time of the timed loop.
+void matmul_counters(benchmark::State& state, int64_t T, int64_t N, int64_t K, size_t weight_bytes, double seconds,
+                     double limit) {
   const double it = static_cast<double>(state.iterations()), bytes = it * static_cast<double>(weight_bytes);
   state.counters["GB"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsRate);
   state.counters["GFLOP"] = benchmark::Counter(it * 2.0 * static_cast<double>(T * N * K) / 1e9, benchmark::Counter::kIsRate);
-  if (T == 1) state.counters["pct_bw"] = bytes / seconds / machine_bandwidth() * 100.0;
+  if (T == 1) {
+    state.counters["pct_bw"] = bytes / seconds / limit * 100.0;
+    state.counters["bw_GB/s"] = limit / 1e9;
+  }
 }
 
 // ---- matmul -----------------------------------------------------------------------------------
@@ -152,7 +163,6 @@ const Shape kShapes[] = {
 // GEMV on cold weights (T == 1) or GEMM on one warm copy (T > 1), on `threads` threads.
 void BM_matmul(benchmark::State& state, DType dtype, int64_t T, int64_t N, int64_t K, int threads) {
   cpu::set_num_threads(threads);
-  machine_bandwidth();
   Backend& be = cpu_backend();
   const std::vector<Matrix> ws = T == 1 ? cold_copies(dtype, N, K) : [&] {
     std::vector<Matrix> one;
@@ -160,13 +170,14 @@ void BM_matmul(benchmark::State& state, DType dtype, int64_t T, int64_t N, int64
     return one;
   }();
   const Matrix x = make_matrix(DType::F32, T, K, 99), out = make_matrix(DType::F32, T, N, 0);
+  const double limit = T == 1 ? bandwidth_now() : 0.0;
   size_t i = 0;
   const double t0 = omp_get_wtime();
   for (auto _ : state) {
     be.matmul(out.view, x.view, ws[i].view, Tensor{});
     i = (i + 1) % ws.size();
   }
-  matmul_counters(state, T, N, K, ws[0].view.nbytes(), omp_get_wtime() - t0);
+  matmul_counters(state, T, N, K, ws[0].view.nbytes(), omp_get_wtime() - t0, limit);
   cpu::set_num_threads(g_threads);
 }
 
@@ -174,7 +185,6 @@ void BM_matmul(benchmark::State& state, DType dtype, int64_t T, int64_t N, int64
 // The same products with OpenBLAS (F32 only): sgemv on cold copies, sgemm on a warm one.
 void BM_openblas(benchmark::State& state, int64_t T, int64_t N, int64_t K, int threads) {
   openblas_set_num_threads(threads);
-  machine_bandwidth();
   const std::vector<Matrix> ws = T == 1 ? cold_copies(DType::F32, N, K) : [&] {
     std::vector<Matrix> one;
     one.push_back(make_matrix(DType::F32, N, K, 0));
@@ -182,6 +192,7 @@ void BM_openblas(benchmark::State& state, int64_t T, int64_t N, int64_t K, int t
   }();
   const Matrix x = make_matrix(DType::F32, T, K, 99), out = make_matrix(DType::F32, T, N, 0);
   const auto n = static_cast<int>(N), k = static_cast<int>(K), t = static_cast<int>(T);
+  const double limit = T == 1 ? bandwidth_now() : 0.0;
   size_t i = 0;
   const double t0 = omp_get_wtime();
   for (auto _ : state) {
@@ -193,7 +204,7 @@ void BM_openblas(benchmark::State& state, int64_t T, int64_t N, int64_t K, int t
                   out.view.ptr<float>(), n);
     i = (i + 1) % ws.size();
   }
-  matmul_counters(state, T, N, K, ws[0].view.nbytes(), omp_get_wtime() - t0);
+  matmul_counters(state, T, N, K, ws[0].view.nbytes(), omp_get_wtime() - t0, limit);
   openblas_set_num_threads(g_threads);
 }
 #endif

@@ -63,6 +63,7 @@ struct Kernels {
   void (*silu_mul)(float* out, const float* gate, const float* up, int64_t n);
 
   // One row of n values. b may be null (no layernorm bias).
+  float (*sum)(const float* x, int64_t n);
   void (*layernorm)(float* out, const float* x, const float* w, const float* b, float eps, int64_t n);
   void (*rmsnorm)(float* out, const float* x, const float* w, float eps, int64_t n);
   void (*softmax)(float* out, const float* x, int64_t n);
