@@ -4,6 +4,9 @@
 //   bench_kernels                              # everything (minutes)
 //   PURELLM_ISA=sse2 OMP_NUM_THREADS=1 bench_kernels --benchmark_filter=T1/
 // Counters: GB (per second) of weights or operands read, GFLOP (per second), pct_bw.
+// On a machine shared with other busy processes, run with OMP_WAIT_POLICY=passive: libgomp's
+// default spin-wait keeps a core busy while our other thread waits for one, and a threaded op
+// then takes a scheduler time slice (~4-8 ms) instead of microseconds.
 //
 // Decode (GEMV) is bound by reading the weights from DRAM, so every GEMV benchmark rotates
 // through enough copies of its weight matrix (>= 256 MiB) that none is in the cache, and
