@@ -19,7 +19,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <string>
 #include <vector>
@@ -306,6 +308,12 @@ int main(int argc, char** argv) {
   g_threads = omp_get_max_threads();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  try {
+    cpu_backend();  // PURELLM_ISA may name a set this binary or CPU lacks
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_kernels: %s\n", e.what());
+    return 1;
+  }
   benchmark::AddCustomContext("purellm_backend", cpu_backend().name());
   benchmark::AddCustomContext("purellm_threads", std::to_string(omp_get_max_threads()));
 #ifdef PURELLM_HAVE_OPENBLAS
