@@ -40,6 +40,9 @@ const char* kUsage = R"(usage: ask [-m DIR|ALIAS] [options] "prompt"
       --mmap              use weights in place from the mapped file (less memory, slower on VMs)
       --dtype D           convert weights at load: f32, f16, bf16
       --stats             print load time, prefill/decode speed, GB/s and peak memory to stderr
+      --random-weights CONFIG.json
+                          build the model from a config with random weights (speed
+                          measurements without downloads; needs --prompt-ids)
       --prompt-ids 1,2,3  feed token ids instead of text
       --print-ids         print one line: prompt ids then generated ids, space separated
       --raw               do not apply the model's chat template to the prompt
@@ -49,7 +52,6 @@ const char* kUsage = R"(usage: ask [-m DIR|ALIAS] [options] "prompt"
       --trace FILE        write every intermediate of the prompt's forward pass to FILE
                           (safetensors, "layer_out.3" ... F32 [T, width]; see inspect)
       --trace-attn        also the attention probabilities "attn_probs.N" [heads, T, keys]
-      --random-weights    synthetic weights from config.json (speed tests without downloads)
   -h, --help              this text
 )";
 
@@ -66,6 +68,7 @@ struct AskArgs {
   bool stats = false;
   std::string prompt_ids;
   bool print_ids = false;
+  std::string random_config;
   bool raw = false;
   std::string template_name;
   std::optional<std::string> system;
@@ -105,12 +108,12 @@ AskArgs parse_args(int argc, char** argv) {
     } else if (f == "--stats") a.stats = true;
     else if (f == "--prompt-ids") a.prompt_ids = value(i);
     else if (f == "--print-ids") a.print_ids = true;
+    else if (f == "--random-weights") a.random_config = value(i);
     else if (f == "--raw") a.raw = true;
     else if (f == "--template") a.template_name = value(i);
     else if (f == "--system") a.system = value(i);
     else if (f == "--trace") a.trace_file = value(i);
     else if (f == "--trace-attn") a.trace_attn = true;
-    else if (f == "--random-weights") a.load.random_weights = true;
     else if (!f.empty() && f[0] == '-' && f.size() > 1) throw std::runtime_error("unknown option " + f + " (see --help)");
     else if (!a.has_prompt) { a.prompt = f; a.has_prompt = true; }
     else throw std::runtime_error("more than one prompt given: \"" + f + "\" (quote the prompt)");
@@ -171,15 +174,19 @@ void print_stats(const ModelInfo& info, double load_seconds, const GenerationSta
 
 int run(const AskArgs& a) {
   cpu::set_num_threads(a.threads);
-  const std::string dir = a.model == "auto" ? auto_model(a.ctx ? a.ctx : 2048) : app::resolve_model(a.model).dir;
+  const bool random = !a.random_config.empty();
+  if (random && a.prompt_ids.empty()) throw std::runtime_error("--random-weights needs --prompt-ids");
+  const std::string dir = random ? std::string()
+                          : a.model == "auto" ? auto_model(a.ctx ? a.ctx : 2048)
+                                              : app::resolve_model(a.model).dir;
 
-  // The tokenizer is only optional in the fully numeric mode.
+  // The tokenizer is only optional when ids go in and come out.
   std::optional<Tokenizer> tokenizer;
-  if (!(a.print_ids && !a.prompt_ids.empty())) tokenizer = Tokenizer::load(dir);
+  if (!(a.print_ids && !a.prompt_ids.empty()) && !random) tokenizer = Tokenizer::load(dir);
 
   const auto t0 = std::chrono::steady_clock::now();
-  std::unique_ptr<Model> model = a.load.random_weights ? random_model(read_json_file(dir + "/config.json"), a.load)
-                                                       : load_model(dir, a.load);
+  std::unique_ptr<Model> model =
+      random ? random_model(read_json_file(a.random_config), a.load) : load_model(dir, a.load);
   const double load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const ModelInfo& info = model->info();
 
@@ -200,7 +207,7 @@ int run(const AskArgs& a) {
   gen.stop_at_eos = !a.ignore_eos;
 
   std::optional<StreamDecoder> stream;
-  if (!a.print_ids) {
+  if (!a.print_ids && tokenizer) {
     // Echo the prompt through the same decoder so spacing matches the continuation; a chat
     // model's formatted prompt is not echoed, only its reply printed.
     stream.emplace(*tokenizer);
@@ -236,7 +243,7 @@ int run(const AskArgs& a) {
     for (int32_t id : out) line += std::to_string(id) + " ";
     if (!line.empty()) line.pop_back();
     std::printf("%s\n", line.c_str());
-  } else {
+  } else if (stream) {
     std::printf("%s\n", stream->finish().c_str());
   }
   std::fflush(stdout);

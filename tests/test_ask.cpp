@@ -172,3 +172,24 @@ TEST(AskErrors, NegativeConfigValueNamesTheKey) {
 }
 
 }  // namespace
+
+namespace {
+
+// --random-weights builds a real-shaped model from a config alone (speed runs without downloads).
+TEST(Ask, RandomWeightsFromAConfig) {
+  REQUIRE_TESTDATA(dir, "fixtures/llama-tiny");
+  const AskRun r = ask("--random-weights " + quote(dir + "/config.json") +
+                       " --greedy --ignore-eos -n 5 --prompt-ids 1,2,3 --print-ids");
+  ASSERT_EQ(r.status, 0) << r.err;
+  std::istringstream ids(r.out);
+  int64_t id, n = 0;
+  while (ids >> id) {
+    EXPECT_GE(id, 0);
+    EXPECT_LT(id, 1000);
+    ++n;
+  }
+  EXPECT_EQ(n, 8);
+  expect_error("--random-weights " + quote(dir + "/config.json") + " 'text'", "needs --prompt-ids");
+}
+
+}  // namespace

@@ -7,6 +7,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "tensor/cpu/kernels.hpp"
+#include "tensor/cpu/ops.hpp"
 #include "tensor/cpu/reference.hpp"
 
 namespace purellm::cpu {
@@ -74,9 +76,9 @@ Isa default_isa() {
           throw std::runtime_error(std::string("PURELLM_ISA=") + forced + ": this CPU does not support it");
         return isa;
       }
-    std::string known;
-    for (Isa isa : compiled_isas()) known += " " + std::string(isa_name(isa));
-    throw std::runtime_error(std::string("PURELLM_ISA=") + forced + " is not compiled in; choose one of:" + known);
+    std::string msg = std::string("PURELLM_ISA=") + forced + " is not compiled in; choose one of:";
+    for (Isa isa : compiled_isas()) (msg += ' ') += isa_name(isa);
+    throw std::runtime_error(msg);
   }
   Isa best = Isa::Scalar;
   for (Isa isa : compiled_isas())
@@ -101,9 +103,11 @@ std::shared_ptr<void> host_alloc(size_t bytes) {
   return std::shared_ptr<void>(p, std::free);
 }
 
+// Each op runs the reference when the backend is Scalar, else the fast op on this ISA's
+// kernel table (ops.hpp).
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(Isa isa) : isa_(isa) {}
+  explicit CpuBackend(Isa isa) : isa_(isa), k_(kernels_for(isa)) {}
 
   std::string name() const override { return "cpu (" + std::string(isa_name(isa_)) + ")"; }
   Device device() const override { return Device::CPU; }
@@ -119,51 +123,68 @@ class CpuBackend final : public Backend {
   }
 
   void embed(const Tensor& out, const Tensor& table, std::span<const int32_t> ids) override {
-    ref::embed(out, table, ids);
+    k_ ? fast::embed(*k_, out, table, ids) : ref::embed(out, table, ids);
   }
   void matmul(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& bias) override {
-    ref::matmul(out, x, w, bias);
+    k_ ? fast::matmul(*k_, scratch_, out, x, w, bias) : ref::matmul(out, x, w, bias);
   }
-  void add(const Tensor& out, const Tensor& a, const Tensor& b) override { ref::add(out, a, b); }
-  void mul(const Tensor& out, const Tensor& a, const Tensor& b) override { ref::mul(out, a, b); }
-  void scale(const Tensor& out, const Tensor& x, float s) override { ref::scale(out, x, s); }
-  void add_scaled(const Tensor& out, const Tensor& x, float s) override { ref::add_scaled(out, x, s); }
-  void copy(const Tensor& out, const Tensor& x) override { ref::copy(out, x); }
+  void add(const Tensor& out, const Tensor& a, const Tensor& b) override {
+    k_ ? fast::add(*k_, out, a, b) : ref::add(out, a, b);
+  }
+  void mul(const Tensor& out, const Tensor& a, const Tensor& b) override {
+    k_ ? fast::mul(*k_, out, a, b) : ref::mul(out, a, b);
+  }
+  void scale(const Tensor& out, const Tensor& x, float s) override {
+    k_ ? fast::scale(*k_, out, x, s) : ref::scale(out, x, s);
+  }
+  void add_scaled(const Tensor& out, const Tensor& x, float s) override {
+    k_ ? fast::add_scaled(*k_, out, x, s) : ref::add_scaled(out, x, s);
+  }
+  void copy(const Tensor& out, const Tensor& x) override { k_ ? fast::copy(out, x) : ref::copy(out, x); }
   void layernorm(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& b, float eps) override {
-    ref::layernorm(out, x, w, b, eps);
+    k_ ? fast::layernorm(*k_, out, x, w, b, eps) : ref::layernorm(out, x, w, b, eps);
   }
   void rmsnorm(const Tensor& out, const Tensor& x, const Tensor& w, float eps) override {
-    ref::rmsnorm(out, x, w, eps);
+    k_ ? fast::rmsnorm(*k_, out, x, w, eps) : ref::rmsnorm(out, x, w, eps);
   }
-  void softmax(const Tensor& out, const Tensor& x) override { ref::softmax(out, x); }
-  void gelu(const Tensor& out, const Tensor& x) override { ref::gelu(out, x); }
-  void gelu_tanh(const Tensor& out, const Tensor& x) override { ref::gelu_tanh(out, x); }
-  void relu(const Tensor& out, const Tensor& x) override { ref::relu(out, x); }
-  void silu(const Tensor& out, const Tensor& x) override { ref::silu(out, x); }
+  void softmax(const Tensor& out, const Tensor& x) override {
+    k_ ? fast::softmax(*k_, out, x) : ref::softmax(out, x);
+  }
+  void gelu(const Tensor& out, const Tensor& x) override { k_ ? fast::gelu(*k_, out, x) : ref::gelu(out, x); }
+  void gelu_tanh(const Tensor& out, const Tensor& x) override {
+    k_ ? fast::gelu_tanh(*k_, out, x) : ref::gelu_tanh(out, x);
+  }
+  void relu(const Tensor& out, const Tensor& x) override { k_ ? fast::relu(*k_, out, x) : ref::relu(out, x); }
+  void silu(const Tensor& out, const Tensor& x) override { k_ ? fast::silu(*k_, out, x) : ref::silu(out, x); }
   void silu_mul(const Tensor& out, const Tensor& gate, const Tensor& up) override {
-    ref::silu_mul(out, gate, up);
+    k_ ? fast::silu_mul(*k_, out, gate, up) : ref::silu_mul(out, gate, up);
   }
   void rope(const Tensor& x, int n_heads, int head_dim, int rot_dims, int64_t pos0, const Tensor& cos,
             const Tensor& sin) override {
-    ref::rope(x, n_heads, head_dim, rot_dims, pos0, cos, sin);
+    k_ ? fast::rope(*k_, x, n_heads, head_dim, rot_dims, pos0, cos, sin)
+       : ref::rope(x, n_heads, head_dim, rot_dims, pos0, cos, sin);
   }
   void attention(const Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                  const AttentionArgs& args) override {
-    ref::attention(out, q, k_cache, v_cache, args);
+    k_ ? fast::attention(*k_, scratch_, out, q, k_cache, v_cache, args)
+       : ref::attention(out, q, k_cache, v_cache, args);
   }
-  int64_t argmax(const Tensor& x) override { return ref::argmax(x); }
+  int64_t argmax(const Tensor& x) override { return k_ ? fast::argmax(*k_, x) : ref::argmax(x); }
   void conv1d_causal(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& bias,
                      const Tensor& state) override {
-    ref::conv1d_causal(out, x, w, bias, state);
+    k_ ? fast::conv1d_causal(*k_, scratch_, out, x, w, bias, state) : ref::conv1d_causal(out, x, w, bias, state);
   }
   void ssm_scan(const Tensor& y, const Tensor& x, const Tensor& dt, const Tensor& B, const Tensor& C,
                 const Tensor& A_log, const Tensor& D, const Tensor& dt_bias, const Tensor& state,
                 const SsmArgs& args) override {
-    ref::ssm_scan(y, x, dt, B, C, A_log, D, dt_bias, state, args);
+    k_ ? fast::ssm_scan(*k_, y, x, dt, B, C, A_log, D, dt_bias, state, args)
+       : ref::ssm_scan(y, x, dt, B, C, A_log, D, dt_bias, state, args);
   }
 
  private:
   Isa isa_;
+  const Kernels* k_;  // null: Scalar, the reference kernels
+  Scratch scratch_;
 };
 
 }  // namespace

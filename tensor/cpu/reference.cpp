@@ -56,6 +56,126 @@ void check_same_shape(const char* op, const Tensor& out, const Tensor& x) {
     fail(op, "output " + out.describe() + " does not match input " + x.describe());
 }
 
+namespace {
+
+// A parameter vector (norm weight, bias, per-head constant): F32 with exactly n elements.
+void check_vector(const char* op, const char* what, const Tensor& v, int64_t n) {
+  if (v.dtype != DType::F32 || v.numel() != n || !v.is_contiguous())
+    fail(op, std::string(what) + " must be contiguous F32 [" + std::to_string(n) + "], got " +
+                 v.describe());
+}
+
+bool is_float_weight(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
+
+}  // namespace
+
+void check_embed(const Tensor& out, const Tensor& table, std::span<const int32_t> ids) {
+  check_f32_rows("embed", "output", out);
+  if (!is_float_weight(table.dtype) || table.stride[static_cast<size_t>(table.ndim - 1)] != 1)
+    fail("embed", "unsupported table " + table.describe());
+  if (out.rows() != static_cast<int64_t>(ids.size()) || out.cols() != table.cols())
+    fail("embed", "output " + out.describe() + " vs table " + table.describe());
+  for (int32_t id : ids)
+    if (id < 0 || id >= table.rows())
+      fail("embed", "token id " + std::to_string(id) + " outside the vocabulary of " +
+                        std::to_string(table.rows()));
+}
+
+void check_matmul(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& bias) {
+  check_f32_rows("matmul", "x", x);
+  check_f32_rows("matmul", "out", out);
+  const int64_t T = x.rows(), K = x.cols(), N = w.rows();
+  if (!is_float_weight(w.dtype) || w.stride[static_cast<size_t>(w.ndim - 1)] != 1)
+    fail("matmul", "unsupported weight " + w.describe());
+  if (w.cols() != K) fail("matmul", "x " + x.describe() + " vs weight " + w.describe());
+  if (out.rows() != T || out.cols() != N)
+    fail("matmul", "output " + out.describe() + " should be [" + std::to_string(T) + ", " +
+                       std::to_string(N) + "]");
+  if (!bias.empty()) check_vector("matmul", "bias", bias, N);
+}
+
+void check_norm(const char* op, const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& b) {
+  check_same_shape(op, out, x);
+  check_vector(op, "weight", w, x.cols());
+  if (!b.empty()) check_vector(op, "bias", b, x.cols());
+}
+
+void check_rope(const Tensor& x, int n_heads, int head_dim, int rot_dims, int64_t pos0,
+                const Tensor& cos, const Tensor& sin) {
+  check_f32_rows("rope", "x", x);
+  const int half = rot_dims / 2;
+  if (x.cols() != static_cast<int64_t>(n_heads) * head_dim || rot_dims % 2 || rot_dims > head_dim ||
+      rot_dims < 0)
+    fail("rope", "x " + x.describe() + " vs heads " + std::to_string(n_heads) + " x " +
+                     std::to_string(head_dim) + ", rot_dims " + std::to_string(rot_dims));
+  check_f32_rows("rope", "cos", cos);
+  check_f32_rows("rope", "sin", sin);
+  if (cos.cols() < half || sin.cols() < half || pos0 < 0 || pos0 + x.rows() > cos.rows() ||
+      pos0 + x.rows() > sin.rows())
+    fail("rope", "position " + std::to_string(pos0 + x.rows() - 1) + " outside the table " +
+                     cos.describe() + " / " + sin.describe());
+}
+
+void check_attention(const Tensor& out, const Tensor& q, const Tensor& k_cache,
+                     const Tensor& v_cache, const AttentionArgs& a) {
+  check_f32_rows("attention", "q", q);
+  check_f32_rows("attention", "out", out);
+  check_f32_rows("attention", "k_cache", k_cache);
+  check_f32_rows("attention", "v_cache", v_cache);
+  const int64_t T = q.rows(), d = a.head_dim;
+  if (a.n_kv_heads <= 0 || a.n_heads <= 0 || a.n_heads % a.n_kv_heads || d <= 0)
+    fail("attention", "n_heads " + std::to_string(a.n_heads) + " not a multiple of n_kv_heads " +
+                          std::to_string(a.n_kv_heads));
+  if (q.cols() != a.n_heads * d || out.cols() != q.cols() || out.rows() != T)
+    fail("attention", "q " + q.describe() + " / out " + out.describe() + " vs heads");
+  if (k_cache.cols() != a.n_kv_heads * d || v_cache.cols() != k_cache.cols() || a.pos0 < 0 ||
+      a.pos0 + T > k_cache.rows() || a.pos0 + T > v_cache.rows())
+    fail("attention", "cache " + k_cache.describe() + " too small for position " +
+                          std::to_string(a.pos0 + T - 1));
+  if (!a.alibi_slopes.empty()) check_vector("attention", "alibi_slopes", a.alibi_slopes, a.n_heads);
+  if (!a.probs.empty() &&
+      (a.probs.dtype != DType::F32 || a.probs.ndim != 3 || !a.probs.is_contiguous() ||
+       a.probs.dim(0) != a.n_heads || a.probs.dim(1) != T || a.probs.dim(2) < a.pos0 + T))
+    fail("attention", "probs " + a.probs.describe() + " should be F32 [" + std::to_string(a.n_heads) +
+                          ", " + std::to_string(T) + ", >= " + std::to_string(a.pos0 + T) + "]");
+}
+
+void check_argmax(const Tensor& x) {
+  check_f32_rows("argmax", "x", x);
+  if (x.numel() == 0) fail("argmax", "empty input " + x.describe());
+}
+
+void check_conv1d(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& bias,
+                  const Tensor& state) {
+  check_same_shape("conv1d_causal", out, x);
+  const int64_t C = x.cols(), K = w.cols();
+  check_f32_rows("conv1d_causal", "weight", w);
+  check_f32_rows("conv1d_causal", "state", state);
+  if (K < 1 || w.rows() != C || state.rows() != C || state.cols() != K)
+    fail("conv1d_causal", "weight " + w.describe() + " / state " + state.describe() + " vs " +
+                              x.describe());
+  if (!bias.empty()) check_vector("conv1d_causal", "bias", bias, C);
+}
+
+void check_ssm(const Tensor& y, const Tensor& x, const Tensor& dt, const Tensor& B,
+               const Tensor& C, const Tensor& A_log, const Tensor& D, const Tensor& dt_bias,
+               const Tensor& state, const SsmArgs& a) {
+  const int64_t T = x.rows(), P = a.head_dim, N = a.d_state;
+  check_same_shape("ssm_scan", y, x);
+  check_f32_rows("ssm_scan", "dt", dt);
+  check_f32_rows("ssm_scan", "B", B);
+  check_f32_rows("ssm_scan", "C", C);
+  if (a.n_groups <= 0 || a.n_heads <= 0 || a.n_heads % a.n_groups || x.cols() != a.n_heads * P ||
+      dt.cols() != a.n_heads || B.cols() != a.n_groups * N || C.cols() != a.n_groups * N ||
+      dt.rows() != T || B.rows() != T || C.rows() != T || state.dtype != DType::F32 ||
+      !state.is_contiguous() || state.numel() != static_cast<int64_t>(a.n_heads) * P * N)
+    fail("ssm_scan", "inconsistent shapes: x " + x.describe() + ", dt " + dt.describe() + ", B " +
+                         B.describe() + ", state " + state.describe());
+  check_vector("ssm_scan", "A_log", A_log, a.n_heads);
+  check_vector("ssm_scan", "D", D, a.n_heads);
+  check_vector("ssm_scan", "dt_bias", dt_bias, a.n_heads);
+}
+
 void weight_row_f32(const Tensor& w, int64_t r, float* dst) {
   const int64_t n = w.cols();
   switch (w.dtype) {
@@ -80,26 +200,15 @@ void weight_row_f32(const Tensor& w, int64_t r, float* dst) {
 }
 
 void embed(const Tensor& out, const Tensor& table, std::span<const int32_t> ids) {
-  check_f32_rows("embed", "output", out);
-  if (out.rows() != static_cast<int64_t>(ids.size()) || out.cols() != table.cols())
-    fail("embed", "output " + out.describe() + " vs table " + table.describe());
+  check_embed(out, table, ids);
   for (size_t t = 0; t < ids.size(); ++t) {
-    if (ids[t] < 0 || ids[t] >= table.rows())
-      fail("embed", "token id " + std::to_string(ids[t]) + " outside the vocabulary of " +
-                        std::to_string(table.rows()));
     weight_row_f32(table, ids[t], out.row<float>(static_cast<int64_t>(t)));
   }
 }
 
 void matmul(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& bias) {
-  check_f32_rows("matmul", "x", x);
-  check_f32_rows("matmul", "out", out);
+  check_matmul(out, x, w, bias);
   const int64_t T = x.rows(), K = x.cols(), N = w.rows();
-  if (w.cols() != K) fail("matmul", "x " + x.describe() + " vs weight " + w.describe());
-  if (out.rows() != T || out.cols() != N)
-    fail("matmul", "output " + out.describe() + " should be [" + std::to_string(T) + ", " +
-                       std::to_string(N) + "]");
-  if (!bias.empty() && bias.numel() != N) fail("matmul", "bias " + bias.describe());
   std::vector<float> wrow(static_cast<size_t>(K));
   for (int64_t n = 0; n < N; ++n) {
     weight_row_f32(w, n, wrow.data());
@@ -134,10 +243,8 @@ void copy(const Tensor& out, const Tensor& x) {
 }
 
 void layernorm(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& b, float eps) {
-  check_same_shape("layernorm", out, x);
+  check_norm("layernorm", out, x, w, b);
   const int64_t n = x.cols();
-  if (w.numel() != n || (!b.empty() && b.numel() != n))
-    fail("layernorm", "weight/bias size does not match " + x.describe());
   for (int64_t r = 0; r < x.rows(); ++r) {
     const float* xr = x.row<float>(r);
     double mean = 0.0, var = 0.0;
@@ -155,9 +262,8 @@ void layernorm(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor
 }
 
 void rmsnorm(const Tensor& out, const Tensor& x, const Tensor& w, float eps) {
-  check_same_shape("rmsnorm", out, x);
+  check_norm("rmsnorm", out, x, w, Tensor{});
   const int64_t n = x.cols();
-  if (w.numel() != n) fail("rmsnorm", "weight size does not match " + x.describe());
   for (int64_t r = 0; r < x.rows(); ++r) {
     const float* xr = x.row<float>(r);
     double ss = 0.0;
@@ -206,14 +312,8 @@ void silu_mul(const Tensor& out, const Tensor& gate, const Tensor& up) {
 
 void rope(const Tensor& x, int n_heads, int head_dim, int rot_dims, int64_t pos0,
           const Tensor& cos, const Tensor& sin) {
-  check_f32_rows("rope", "x", x);
+  check_rope(x, n_heads, head_dim, rot_dims, pos0, cos, sin);
   const int half = rot_dims / 2;
-  if (x.cols() != static_cast<int64_t>(n_heads) * head_dim || rot_dims % 2 || rot_dims > head_dim)
-    fail("rope", "x " + x.describe() + " vs heads " + std::to_string(n_heads) + " x " +
-                     std::to_string(head_dim) + ", rot_dims " + std::to_string(rot_dims));
-  if (cos.cols() < half || pos0 + x.rows() > cos.rows())
-    fail("rope", "position " + std::to_string(pos0 + x.rows() - 1) + " outside the table " +
-                     cos.describe());
   for (int64_t t = 0; t < x.rows(); ++t) {
     const float* c = cos.row<float>(pos0 + t);
     const float* s = sin.row<float>(pos0 + t);
@@ -230,18 +330,8 @@ void rope(const Tensor& x, int n_heads, int head_dim, int rot_dims, int64_t pos0
 
 void attention(const Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                const AttentionArgs& a) {
-  check_f32_rows("attention", "q", q);
-  check_f32_rows("attention", "out", out);
+  check_attention(out, q, k_cache, v_cache, a);
   const int64_t T = q.rows(), d = a.head_dim;
-  if (a.n_kv_heads <= 0 || a.n_heads % a.n_kv_heads)
-    fail("attention", "n_heads " + std::to_string(a.n_heads) + " not a multiple of n_kv_heads " +
-                          std::to_string(a.n_kv_heads));
-  if (q.cols() != a.n_heads * d || out.cols() != q.cols() || out.rows() != T)
-    fail("attention", "q " + q.describe() + " / out " + out.describe() + " vs heads");
-  if (k_cache.cols() != a.n_kv_heads * d || v_cache.cols() != k_cache.cols() ||
-      a.pos0 + T > k_cache.rows() || a.pos0 + T > v_cache.rows())
-    fail("attention", "cache " + k_cache.describe() + " too small for position " +
-                          std::to_string(a.pos0 + T - 1));
   const int group = a.n_heads / a.n_kv_heads;
   const int64_t n_keys = a.pos0 + T;
   std::vector<double> p(static_cast<size_t>(n_keys));
@@ -278,17 +368,15 @@ void attention(const Tensor& out, const Tensor& q, const Tensor& k_cache, const 
 }
 
 int64_t argmax(const Tensor& x) {
+  check_argmax(x);
   const float* v = x.row<float>(0);
   return std::max_element(v, v + x.cols()) - v;
 }
 
 void conv1d_causal(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& bias,
                    const Tensor& state) {
-  check_same_shape("conv1d_causal", out, x);
+  check_conv1d(out, x, w, bias, state);
   const int64_t T = x.rows(), C = x.cols(), K = w.cols();
-  if (w.rows() != C || state.rows() != C || state.cols() != K || (!bias.empty() && bias.numel() != C))
-    fail("conv1d_causal", "weight " + w.describe() + " / state " + state.describe() + " vs " +
-                              x.describe());
   std::vector<float> hist(static_cast<size_t>(K - 1 + T));
   for (int64_t c = 0; c < C; ++c) {
     const float* st = state.row<float>(c);
@@ -308,14 +396,8 @@ void conv1d_causal(const Tensor& out, const Tensor& x, const Tensor& w, const Te
 void ssm_scan(const Tensor& y, const Tensor& x, const Tensor& dt, const Tensor& B,
               const Tensor& C, const Tensor& A_log, const Tensor& D, const Tensor& dt_bias,
               const Tensor& state, const SsmArgs& a) {
+  check_ssm(y, x, dt, B, C, A_log, D, dt_bias, state, a);
   const int64_t T = x.rows(), P = a.head_dim, N = a.d_state;
-  check_same_shape("ssm_scan", y, x);
-  if (a.n_groups <= 0 || a.n_heads % a.n_groups || x.cols() != a.n_heads * P ||
-      dt.cols() != a.n_heads || B.cols() != a.n_groups * N || C.cols() != a.n_groups * N ||
-      dt.rows() != T || B.rows() != T || C.rows() != T ||
-      state.numel() != static_cast<int64_t>(a.n_heads) * P * N)
-    fail("ssm_scan", "inconsistent shapes: x " + x.describe() + ", dt " + dt.describe() + ", B " +
-                         B.describe() + ", state " + state.describe());
   const int heads_per_group = a.n_heads / a.n_groups;
   float* S = state.ptr<float>();
   for (int64_t t = 0; t < T; ++t) {

@@ -41,8 +41,21 @@ void ssm_scan(const Tensor& y, const Tensor& x, const Tensor& dt, const Tensor& 
               const Tensor& state, const SsmArgs& args);
 
 // Shape checks shared by every implementation of the ops: throw std::invalid_argument
-// naming the op and the offending operand.
+// naming the op and the offending operand. Each op above calls its check first.
 void check_same_shape(const char* op, const Tensor& out, const Tensor& x);
 void check_f32_rows(const char* op, const char* what, const Tensor& t);
+void check_embed(const Tensor& out, const Tensor& table, std::span<const int32_t> ids);
+void check_matmul(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& bias);
+void check_norm(const char* op, const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& b);
+void check_rope(const Tensor& x, int n_heads, int head_dim, int rot_dims, int64_t pos0,
+                const Tensor& cos, const Tensor& sin);
+void check_attention(const Tensor& out, const Tensor& q, const Tensor& k_cache,
+                     const Tensor& v_cache, const AttentionArgs& args);
+void check_argmax(const Tensor& x);
+void check_conv1d(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& bias,
+                  const Tensor& state);
+void check_ssm(const Tensor& y, const Tensor& x, const Tensor& dt, const Tensor& B,
+               const Tensor& C, const Tensor& A_log, const Tensor& D, const Tensor& dt_bias,
+               const Tensor& state, const SsmArgs& args);
 
 }  // namespace purellm::ref

@@ -1,0 +1,100 @@
+// The SIMD kernel table: one set of single-threaded kernels per instruction set.
+//
+// The kernels are written once, in kernels_impl.hpp, as templates on the xsimd architecture
+// (batch<float, Arch>), and explicitly instantiated in one translation unit per instruction
+// set (kernels_sse2.cpp, kernels_avx2.cpp, kernels_avx512.cpp, kernels_neon.cpp), each
+// compiled with only that set's flags. Everything else in the backend sees only this header:
+// a struct of plain function pointers over raw row pointers, filled once per instruction set.
+// Shape checks, threading and blocking live in the callers (ops.cpp, matmul.cpp), which are
+// compiled for the baseline CPU.
+//
+// Conventions: n, K, N, kc count floats; ld* are row strides in elements; outputs come first;
+// "out may equal an input" wherever an op is elementwise.
+#pragma once
+
+#include <cstdint>
+
+#include "tensor/cpu/cpu_backend.hpp"
+
+namespace purellm::cpu {
+
+// One (query, head) row of attention over the cache. See Backend::attention.
+struct AttendRow {
+  float* out;           // [d]
+  const float* q;       // [d]
+  const float* k;       // key j at k + j * k_stride, [d] each
+  const float* v;       // value j at v + j * v_stride
+  int64_t k_stride, v_stride;
+  int64_t d;
+  int64_t first, last;  // visible keys: first <= j <= last
+  float scale;
+  float slope;          // ALiBi slope (0: none); adds slope * j to the score of key j
+  float* scores;        // scratch [last + 1]
+  float* probs;         // optional output [probs_len]: softmax weights, 0 outside [first, last]
+  int64_t probs_len;
+};
+
+// One Mamba2 head for one token: S = decay * S + dt * outer(x, B);  y = S . C + D * x.
+struct SsmStep {
+  float* S;             // [P, N] state of this head, updated
+  float* y;             // [P]
+  const float* x;       // [P]
+  const float* B;       // [N]
+  const float* C;       // [N]
+  float dt, decay, D;
+  int64_t P, N;
+};
+
+struct Kernels {
+  // Row conversions of n values.
+  void (*f16_to_f32)(float* dst, const uint16_t* src, int64_t n);
+  void (*bf16_to_f32)(float* dst, const uint16_t* src, int64_t n);
+
+  // Elementwise over n values.
+  void (*add)(float* out, const float* a, const float* b, int64_t n);
+  void (*mul)(float* out, const float* a, const float* b, int64_t n);
+  void (*scale)(float* out, const float* x, float s, int64_t n);
+  void (*add_scaled)(float* out, const float* x, float s, int64_t n);      // out += s * x
+  void (*mul_add)(float* out, const float* a, const float* b, int64_t n);  // out += a * b
+  void (*gelu)(float* out, const float* x, int64_t n);
+  void (*gelu_tanh)(float* out, const float* x, int64_t n);
+  void (*relu)(float* out, const float* x, int64_t n);
+  void (*silu)(float* out, const float* x, int64_t n);
+  void (*silu_mul)(float* out, const float* gate, const float* up, int64_t n);
+
+  // One row of n values. b may be null (no layernorm bias).
+  float (*sum)(const float* x, int64_t n);
+  void (*layernorm)(float* out, const float* x, const float* w, const float* b, float eps, int64_t n);
+  void (*rmsnorm)(float* out, const float* x, const float* w, float eps, int64_t n);
+  void (*softmax)(float* out, const float* x, int64_t n);
+  int64_t (*argmax)(const float* x, int64_t n);
+  // Rotates the pairs (v[i], v[i + half]) by (cos[i], sin[i]) for i < half.
+  void (*rope)(float* v, const float* cos, const float* sin, int64_t half);
+
+  // GEMV: y[n] = x . W[n] (+ bias[n]) for n < N.  x: [K], W: [N, K] rows ldw apart, bias: [N] or null.
+  void (*gemv_f32)(float* y, const float* x, const float* w, int64_t ldw, int64_t K, int64_t N,
+                   const float* bias);
+  void (*gemv_f16)(float* y, const float* x, const uint16_t* w, int64_t ldw, int64_t K, int64_t N,
+                   const float* bias);
+  void (*gemv_bf16)(float* y, const float* x, const uint16_t* w, int64_t ldw, int64_t K, int64_t N,
+                    const float* bias);
+
+  // GEMM pieces for the blocked driver in matmul.cpp. A tile is mr rows of x by nr rows of W.
+  int mr, nr;
+  // dst: [kc, nr] <- W[0:rows, 0:kc] transposed, as F32; rows < nr are zero-padded.
+  void (*pack_w_f32)(float* dst, const float* w, int64_t ldw, int64_t rows, int64_t kc);
+  void (*pack_w_f16)(float* dst, const uint16_t* w, int64_t ldw, int64_t rows, int64_t kc);
+  void (*pack_w_bf16)(float* dst, const uint16_t* w, int64_t ldw, int64_t rows, int64_t kc);
+  // dst: [kc, mr] <- x[0:rows, 0:kc] transposed; rows < mr are zero-padded.
+  void (*pack_x)(float* dst, const float* x, int64_t ldx, int64_t rows, int64_t kc);
+  // c[mr, nr] (rows ldc apart) = (accumulate ? c : 0) + a^T b.  a: [kc, mr], b: [kc, nr] packed.
+  void (*gemm_tile)(float* c, int64_t ldc, const float* a, const float* b, int64_t kc, bool accumulate);
+
+  void (*attend)(const AttendRow& row);
+  void (*ssm_step)(const SsmStep& step);
+};
+
+// The table of one instruction set; null for Scalar or a set not compiled into this binary.
+const Kernels* kernels_for(Isa isa);
+
+}  // namespace purellm::cpu

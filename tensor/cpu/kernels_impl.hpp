@@ -1,0 +1,616 @@
+// The SIMD kernels, written once against xsimd's batch<float, A> and instantiated per
+// instruction set by kernels_<isa>.cpp (see kernels.hpp for the table and its conventions).
+//
+// Rules for this file, because it is compiled several times with different -m flags into one
+// binary: every function is a template on the arch A (so each instruction set gets its own
+// symbols) and nothing here calls a non-template inline function of another header (the
+// linker would keep one copy of it, maybe the AVX-512 one, and a pre-AVX CPU would crash;
+// compiler builtins such as __builtin_sqrtf are fine).
+// Tails shorter than a vector go through a zero-padded buffer so they run the same vector
+// math as the body.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+
+#include <xsimd/xsimd.hpp>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#endif
+
+#include "tensor/cpu/kernels.hpp"
+#include "tensor/dtype.hpp"
+
+namespace purellm::cpu::simd {
+
+template <class A>
+using V = xsimd::batch<float, A>;
+template <class A>
+constexpr int64_t kLanes = static_cast<int64_t>(V<A>::size);
+constexpr int kTileRows = 6;  // mr of the GEMM tile; nr is two vectors
+
+// Element storage of a weight dtype: float for F32, the raw 16 bits for F16 / BF16.
+template <DType D>
+using storage_t = std::conditional_t<D == DType::F32, float, uint16_t>;
+
+// ---- loads ----------------------------------------------------------------------------------
+
+// 16-bit values widened to 32-bit lanes (portable; the fast paths below use intrinsics).
+template <class A>
+xsimd::batch<uint32_t, A> widen_u16(const uint16_t* p) {
+  alignas(64) uint32_t tmp[kLanes<A>];
+  for (int64_t i = 0; i < kLanes<A>; ++i) tmp[i] = p[i];
+  return xsimd::batch<uint32_t, A>::load_aligned(tmp);
+}
+
+// IEEE half bits (in 32-bit lanes) to float: shift exponent and mantissa into place, rebias by
+// multiplying with 2^112 (exact, and it turns half subnormals into float normals), and keep
+// infinities and NaNs.
+template <class A>
+V<A> f16_bits_to_f32(xsimd::batch<uint32_t, A> h) {
+  using U = xsimd::batch<uint32_t, A>;
+  const U sign = (h & U(0x8000u)) << 16;
+  const U body = (h & U(0x7fffu)) << 13;
+  const U scaled = xsimd::bitwise_cast<U>(xsimd::bitwise_cast<V<A>>(body) * V<A>(0x1p112f));
+  const U mag = xsimd::select((h & U(0x7c00u)) == U(0x7c00u), body | U(0x7f800000u), scaled);
+  return xsimd::bitwise_cast<V<A>>(mag | sign);
+}
+
+template <class A>
+V<A> load_f16(const uint16_t* p) {
+#if defined(__AVX512F__)
+  if constexpr (kLanes<A> == 16) return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+#endif
+#if defined(__F16C__)
+  if constexpr (kLanes<A> == 8) return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+#endif
+#if defined(__aarch64__)
+  if constexpr (kLanes<A> == 4) return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p)));
+#endif
+#if defined(__SSE2__)
+  if constexpr (std::is_same_v<A, xsimd::sse2>) {
+    const __m128i h = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+    return f16_bits_to_f32<A>(_mm_unpacklo_epi16(h, _mm_setzero_si128()));
+  }
+#endif
+  return f16_bits_to_f32<A>(widen_u16<A>(p));
+}
+
+// bfloat16 is the top half of a float: widen and shift left by 16.
+template <class A>
+V<A> load_bf16(const uint16_t* p) {
+#if defined(__AVX512F__)
+  if constexpr (kLanes<A> == 16) {
+    const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+  }
+#endif
+#if defined(__AVX2__)
+  if constexpr (kLanes<A> == 8) {
+    const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+  }
+#endif
+#if defined(__aarch64__)
+  if constexpr (kLanes<A> == 4) return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16));
+#endif
+#if defined(__SSE2__)
+  if constexpr (std::is_same_v<A, xsimd::sse2>) {
+    const __m128i h = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+    return _mm_castsi128_ps(_mm_unpacklo_epi16(_mm_setzero_si128(), h));
+  }
+#endif
+  return xsimd::bitwise_cast<V<A>>(widen_u16<A>(p) << 16);
+}
+
+// kLanes<A> consecutive values of weight dtype D, as floats.
+template <class A, DType D>
+V<A> load(const storage_t<D>* p) {
+  if constexpr (D == DType::F32) return V<A>::load_unaligned(p);
+  else if constexpr (D == DType::F16) return load_f16<A>(p);
+  else return load_bf16<A>(p);
+}
+
+// The first `count` (< kLanes) values at p, zero-padded to a full vector.
+template <class A, DType D = DType::F32>
+V<A> load_partial(const storage_t<D>* p, int64_t count) {
+  alignas(64) storage_t<D> buf[kLanes<A>] = {};
+  std::memcpy(buf, p, static_cast<size_t>(count) * sizeof(storage_t<D>));
+  return load<A, D>(buf);
+}
+
+template <class A>
+void store_partial(float* p, V<A> v, int64_t count) {
+  alignas(64) float buf[kLanes<A>];
+  v.store_aligned(buf);
+  std::memcpy(p, buf, static_cast<size_t>(count) * sizeof(float));
+}
+
+template <class A>
+float hmax(V<A> v) {
+  alignas(64) float buf[kLanes<A>];
+  v.store_aligned(buf);
+  float m = buf[0];
+  for (int64_t i = 1; i < kLanes<A>; ++i) m = buf[i] > m ? buf[i] : m;
+  return m;
+}
+
+// ---- conversions and elementwise --------------------------------------------------------------
+
+template <class A, DType D>
+void convert_row(float* dst, const uint16_t* src, int64_t n) {
+  int64_t i = 0;
+  for (; i + kLanes<A> <= n; i += kLanes<A>) load<A, D>(src + i).store_unaligned(dst + i);
+  if (i < n) store_partial<A>(dst + i, load_partial<A, D>(src + i, n - i), n - i);
+}
+
+// out[i] = f(x[i]) over n values.
+template <class A, class F>
+void map1(float* out, const float* x, int64_t n, F f) {
+  int64_t i = 0;
+  for (; i + kLanes<A> <= n; i += kLanes<A>) f(V<A>::load_unaligned(x + i)).store_unaligned(out + i);
+  if (i < n) store_partial<A>(out + i, f(load_partial<A>(x + i, n - i)), n - i);
+}
+
+// out[i] = f(a[i], b[i]) over n values.
+template <class A, class F>
+void map2(float* out, const float* a, const float* b, int64_t n, F f) {
+  int64_t i = 0;
+  for (; i + kLanes<A> <= n; i += kLanes<A>)
+    f(V<A>::load_unaligned(a + i), V<A>::load_unaligned(b + i)).store_unaligned(out + i);
+  if (i < n) store_partial<A>(out + i, f(load_partial<A>(a + i, n - i), load_partial<A>(b + i, n - i)), n - i);
+}
+
+template <class A>
+void add(float* out, const float* a, const float* b, int64_t n) {
+  map2<A>(out, a, b, n, [](V<A> u, V<A> v) { return u + v; });
+}
+
+template <class A>
+void mul(float* out, const float* a, const float* b, int64_t n) {
+  map2<A>(out, a, b, n, [](V<A> u, V<A> v) { return u * v; });
+}
+
+template <class A>
+void scale(float* out, const float* x, float s, int64_t n) {
+  map1<A>(out, x, n, [s](V<A> v) { return V<A>(s) * v; });
+}
+
+template <class A>
+void add_scaled(float* out, const float* x, float s, int64_t n) {
+  map2<A>(out, out, x, n, [s](V<A> o, V<A> v) { return xsimd::fma(V<A>(s), v, o); });
+}
+
+template <class A>
+void mul_add(float* out, const float* a, const float* b, int64_t n) {
+  int64_t i = 0;
+  for (; i + kLanes<A> <= n; i += kLanes<A>) {
+    const V<A> o = V<A>::load_unaligned(out + i);
+    xsimd::fma(V<A>::load_unaligned(a + i), V<A>::load_unaligned(b + i), o).store_unaligned(out + i);
+  }
+  for (; i < n; ++i) out[i] += a[i] * b[i];
+}
+
+// gelu(x) = x/2 * (1 + erf(x/sqrt2)) = x/2 * erfc(-x/sqrt2): the erfc form keeps the tiny
+// negative tail accurate instead of cancelling 1 + erf(x) to zero.
+template <class A>
+void gelu(float* out, const float* x, int64_t n) {
+  map1<A>(out, x, n, [](V<A> v) {
+    return V<A>(0.5f) * v * xsimd::erfc(v * V<A>(-0.70710678118654752f));
+  });
+}
+
+// gelu_tanh(x) = x/2 * (1 + tanh(u)) = x * sigmoid(2u), u = sqrt(2/pi) * (x + 0.044715 x^3).
+template <class A>
+void gelu_tanh(float* out, const float* x, int64_t n) {
+  map1<A>(out, x, n, [](V<A> v) {
+    const V<A> u = V<A>(0.79788456080286536f) * xsimd::fma(V<A>(0.044715f) * v, v * v, v);
+    return v / (V<A>(1.0f) + xsimd::exp(V<A>(-2.0f) * u));
+  });
+}
+
+template <class A>
+void relu(float* out, const float* x, int64_t n) {
+  map1<A>(out, x, n, [](V<A> v) { return xsimd::max(v, V<A>(0.0f)); });
+}
+
+template <class A>
+V<A> silu_v(V<A> v) {
+  return v / (V<A>(1.0f) + xsimd::exp(-v));
+}
+
+template <class A>
+void silu(float* out, const float* x, int64_t n) {
+  map1<A>(out, x, n, silu_v<A>);
+}
+
+template <class A>
+void silu_mul(float* out, const float* gate, const float* up, int64_t n) {
+  map2<A>(out, gate, up, n, [](V<A> g, V<A> u) { return silu_v<A>(g) * u; });
+}
+
+// ---- row reductions ---------------------------------------------------------------------------
+
+// Four accumulators: as fast as a core can stream memory (the benchmark's bandwidth probe).
+template <class A>
+float sum(const float* x, int64_t n) {
+  constexpr int64_t L = kLanes<A>;
+  V<A> s0(0.0f), s1(0.0f), s2(0.0f), s3(0.0f);
+  int64_t i = 0;
+  for (; i + 4 * L <= n; i += 4 * L) {
+    s0 += V<A>::load_unaligned(x + i);
+    s1 += V<A>::load_unaligned(x + i + L);
+    s2 += V<A>::load_unaligned(x + i + 2 * L);
+    s3 += V<A>::load_unaligned(x + i + 3 * L);
+  }
+  for (; i + L <= n; i += L) s0 += V<A>::load_unaligned(x + i);
+  float s = xsimd::hadd((s0 + s1) + (s2 + s3));
+  for (; i < n; ++i) s += x[i];
+  return s;
+}
+
+// sum over i of (x[i] - c)^2
+template <class A>
+float sum_sq_dev(const float* x, float c, int64_t n) {
+  const V<A> vc(c);
+  V<A> s0(0.0f), s1(0.0f);
+  int64_t i = 0;
+  for (; i + 2 * kLanes<A> <= n; i += 2 * kLanes<A>) {
+    const V<A> d0 = V<A>::load_unaligned(x + i) - vc, d1 = V<A>::load_unaligned(x + i + kLanes<A>) - vc;
+    s0 = xsimd::fma(d0, d0, s0);
+    s1 = xsimd::fma(d1, d1, s1);
+  }
+  for (; i + kLanes<A> <= n; i += kLanes<A>) {
+    const V<A> d = V<A>::load_unaligned(x + i) - vc;
+    s0 = xsimd::fma(d, d, s0);
+  }
+  float s = xsimd::hadd(s0 + s1);
+  for (; i < n; ++i) s += (x[i] - c) * (x[i] - c);
+  return s;
+}
+
+template <class A>
+float max(const float* x, int64_t n) {
+  float m = -std::numeric_limits<float>::infinity();
+  int64_t i = 0;
+  if (n >= kLanes<A>) {
+    V<A> vm = V<A>::load_unaligned(x);
+    for (i = kLanes<A>; i + kLanes<A> <= n; i += kLanes<A>) vm = xsimd::max(vm, V<A>::load_unaligned(x + i));
+    m = hmax<A>(vm);
+  }
+  for (; i < n; ++i) m = x[i] > m ? x[i] : m;
+  return m;
+}
+
+// Two passes (mean, then variance around it) like the reference, in float.
+template <class A>
+void layernorm(float* out, const float* x, const float* w, const float* b, float eps, int64_t n) {
+  const float mean = sum<A>(x, n) / static_cast<float>(n);
+  const float var = sum_sq_dev<A>(x, mean, n) / static_cast<float>(n);
+  const float inv = 1.0f / __builtin_sqrtf(var + eps);
+  const V<A> vinv(inv), vm(mean);
+  int64_t i = 0;
+  for (; i + kLanes<A> <= n; i += kLanes<A>) {
+    const V<A> y = (V<A>::load_unaligned(x + i) - vm) * vinv * V<A>::load_unaligned(w + i);
+    (b ? y + V<A>::load_unaligned(b + i) : y).store_unaligned(out + i);
+  }
+  for (; i < n; ++i) out[i] = (x[i] - mean) * inv * w[i] + (b ? b[i] : 0.0f);
+}
+
+template <class A>
+void rmsnorm(float* out, const float* x, const float* w, float eps, int64_t n) {
+  const float ss = sum_sq_dev<A>(x, 0.0f, n);
+  const float inv = 1.0f / __builtin_sqrtf(ss / static_cast<float>(n) + eps);
+  map2<A>(out, x, w, n, [inv](V<A> v, V<A> wv) { return v * V<A>(inv) * wv; });
+}
+
+template <class A>
+void softmax(float* out, const float* x, int64_t n) {
+  const V<A> m(max<A>(x, n));
+  V<A> vs(0.0f);
+  int64_t i = 0;
+  for (; i + kLanes<A> <= n; i += kLanes<A>) {
+    const V<A> e = xsimd::exp(V<A>::load_unaligned(x + i) - m);
+    e.store_unaligned(out + i);
+    vs += e;
+  }
+  float s = xsimd::hadd(vs);
+  if (i < n) {
+    store_partial<A>(out + i, xsimd::exp(load_partial<A>(x + i, n - i) - m), n - i);
+    for (; i < n; ++i) s += out[i];
+  }
+  scale<A>(out, out, 1.0f / s, n);
+}
+
+// First index of the largest value; falls back to a plain scan when no lane equals the
+// vector maximum (NaNs), so the answer always matches std::max_element.
+template <class A>
+int64_t argmax(const float* x, int64_t n) {
+  const float m = max<A>(x, n);
+  int64_t i = 0;
+  for (; i + kLanes<A> <= n; i += kLanes<A>)
+    if (xsimd::any(V<A>::load_unaligned(x + i) == V<A>(m))) break;
+  for (; i < n; ++i)
+    if (x[i] == m) return i;
+  int64_t best = 0;
+  for (int64_t j = 1; j < n; ++j)
+    if (x[best] < x[j]) best = j;
+  return best;
+}
+
+template <class A>
+void rope(float* v, const float* c, const float* s, int64_t half) {
+  float* u = v + half;
+  int64_t i = 0;
+  for (; i + kLanes<A> <= half; i += kLanes<A>) {
+    const V<A> a = V<A>::load_unaligned(v + i), b = V<A>::load_unaligned(u + i);
+    const V<A> cv = V<A>::load_unaligned(c + i), sv = V<A>::load_unaligned(s + i);
+    (a * cv - b * sv).store_unaligned(v + i);
+    (b * cv + a * sv).store_unaligned(u + i);
+  }
+  for (; i < half; ++i) {
+    const float a = v[i], b = u[i];
+    v[i] = a * c[i] - b * s[i];
+    u[i] = b * c[i] + a * s[i];
+  }
+}
+
+template <class A>
+float dot(const float* a, const float* b, int64_t n) {
+  V<A> s0(0.0f), s1(0.0f);
+  int64_t i = 0;
+  for (; i + 2 * kLanes<A> <= n; i += 2 * kLanes<A>) {
+    s0 = xsimd::fma(V<A>::load_unaligned(a + i), V<A>::load_unaligned(b + i), s0);
+    s1 = xsimd::fma(V<A>::load_unaligned(a + i + kLanes<A>), V<A>::load_unaligned(b + i + kLanes<A>), s1);
+  }
+  for (; i + kLanes<A> <= n; i += kLanes<A>)
+    s0 = xsimd::fma(V<A>::load_unaligned(a + i), V<A>::load_unaligned(b + i), s0);
+  float s = xsimd::hadd(s0 + s1);
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+// ---- GEMV (decode) ----------------------------------------------------------------------------
+
+// y[r] = x . W[r] (+ bias[r]) for kRows consecutive rows; the x vector is loaded once per step
+// for all rows, and each row keeps two accumulators so the FMA chains overlap. Rows are short
+// (a few KiB), too short for the hardware prefetcher to ramp up on each, so the same columns of
+// the next rows (`next`, ldw apart) are prefetched while these are summed.
+template <class A, DType D, int kRows>
+void gemv_rows(float* y, const float* x, const storage_t<D>* w, int64_t ldw, int64_t K, const float* bias,
+               const storage_t<D>* next) {
+  constexpr int64_t L = kLanes<A>;
+  constexpr int64_t kStepBytes = 2 * L * static_cast<int64_t>(sizeof(storage_t<D>));
+  V<A> acc[kRows][2];
+  for (int r = 0; r < kRows; ++r) acc[r][0] = acc[r][1] = V<A>(0.0f);
+  int64_t k = 0;
+  for (; k + 2 * L <= K; k += 2 * L) {
+    const V<A> x0 = V<A>::load_unaligned(x + k), x1 = V<A>::load_unaligned(x + k + L);
+    for (int r = 0; r < kRows; ++r) {
+      for (int64_t b = 0; b < kStepBytes; b += 64)
+        __builtin_prefetch(reinterpret_cast<const char*>(next + r * ldw + k) + b);
+      acc[r][0] = xsimd::fma(x0, load<A, D>(w + r * ldw + k), acc[r][0]);
+      acc[r][1] = xsimd::fma(x1, load<A, D>(w + r * ldw + k + L), acc[r][1]);
+    }
+  }
+  for (; k < K; k += L) {
+    const int64_t rem = K - k < L ? K - k : L;
+    const V<A> xv = rem == L ? V<A>::load_unaligned(x + k) : load_partial<A>(x + k, rem);
+    for (int r = 0; r < kRows; ++r) {
+      const storage_t<D>* wr = w + r * ldw + k;
+      acc[r][0] = xsimd::fma(xv, rem == L ? load<A, D>(wr) : load_partial<A, D>(wr, rem), acc[r][0]);
+    }
+  }
+  for (int r = 0; r < kRows; ++r) y[r] = xsimd::hadd(acc[r][0] + acc[r][1]) + (bias ? bias[r] : 0.0f);
+}
+
+template <class A, DType D>
+void gemv(float* y, const float* x, const storage_t<D>* w, int64_t ldw, int64_t K, int64_t N,
+          const float* bias) {
+  constexpr int kRows = 4;
+  int64_t n = 0;
+  for (; n + kRows <= N; n += kRows) {
+    const int64_t next = n + 2 * kRows <= N ? n + kRows : n;  // the last group prefetches itself
+    gemv_rows<A, D, kRows>(y + n, x, w + n * ldw, ldw, K, bias ? bias + n : nullptr, w + next * ldw);
+  }
+  for (; n < N; ++n) gemv_rows<A, D, 1>(y + n, x, w + n * ldw, ldw, K, bias ? bias + n : nullptr, w + n * ldw);
+}
+
+// ---- GEMM tile and packing (prefill) ----------------------------------------------------------
+
+// c[6, nr] = (accumulate ? c : 0) + a^T b over kc steps, with nr = two vectors. Each step
+// loads one packed row of W (two vectors) and broadcasts six x values: 12 accumulators.
+template <class A>
+void gemm_tile(float* c, int64_t ldc, const float* a, const float* b, int64_t kc, bool accumulate) {
+  constexpr int64_t L = kLanes<A>, MR = kTileRows, NR = 2 * L;
+  V<A> acc[MR][2];
+  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = V<A>(0.0f);
+  for (int64_t k = 0; k < kc; ++k) {
+    const V<A> b0 = V<A>::load_aligned(b + k * NR), b1 = V<A>::load_aligned(b + k * NR + L);
+    for (int i = 0; i < MR; ++i) {
+      const V<A> ai(a[k * MR + i]);
+      acc[i][0] = xsimd::fma(ai, b0, acc[i][0]);
+      acc[i][1] = xsimd::fma(ai, b1, acc[i][1]);
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    float* ci = c + i * ldc;
+    if (accumulate) {
+      acc[i][0] += V<A>::load_unaligned(ci);
+      acc[i][1] += V<A>::load_unaligned(ci + L);
+    }
+    acc[i][0].store_unaligned(ci);
+    acc[i][1].store_unaligned(ci + L);
+  }
+}
+
+// dst[k, j] = W[j, k] as F32 for j < rows, 0 for rows <= j < nr.  dst: [kc, nr]
+// In chunks of 64 columns: convert the nr row pieces into a small tile with whole-vector loads
+// and stores, then write it out column by column (fixed trip counts the compiler unrolls).
+template <class A, DType D>
+void pack_w(float* dst, const storage_t<D>* w, int64_t ldw, int64_t rows, int64_t kc) {
+  constexpr int64_t L = kLanes<A>, NR = 2 * L, kChunk = 64;
+  alignas(64) float tile[NR][kChunk];
+  for (int64_t k0 = 0; k0 < kc; k0 += kChunk) {
+    const int64_t n = kc - k0 < kChunk ? kc - k0 : kChunk;
+    for (int64_t j = 0; j < NR; ++j) {
+      const storage_t<D>* src = w + j * ldw + k0;
+      for (int64_t k = 0; k < kChunk; k += L) {
+        const int64_t rem = n - k < L ? (n - k > 0 ? n - k : 0) : L;
+        const V<A> v = j >= rows || rem == 0 ? V<A>(0.0f) : rem == L ? load<A, D>(src + k) : load_partial<A, D>(src + k, rem);
+        v.store_aligned(&tile[j][k]);
+      }
+    }
+    for (int64_t k = 0; k < n; ++k)
+      for (int64_t j = 0; j < NR; ++j) dst[(k0 + k) * NR + j] = tile[j][k];
+  }
+}
+
+// dst[k, i] = x[i, k] for i < rows, 0 for rows <= i < mr.  dst: [kc, mr]
+template <class A>
+void pack_x(float* dst, const float* x, int64_t ldx, int64_t rows, int64_t kc) {
+  for (int64_t k = 0; k < kc; ++k)
+    for (int64_t i = 0; i < kTileRows; ++i) dst[k * kTileRows + i] = i < rows ? x[i * ldx + k] : 0.0f;
+}
+
+// ---- attention and SSM ------------------------------------------------------------------------
+
+// out = sum_j p[j] v_j over keys first..last (p = scores), in column blocks of up to four
+// vectors held in registers while the keys stream by.
+template <class A>
+void weighted_sum(float* out, const float* p, const float* v, int64_t stride, int64_t first,
+                  int64_t last, int64_t d) {
+  constexpr int64_t L = kLanes<A>;
+  int64_t i = 0;
+  for (; i + 4 * L <= d; i += 4 * L) {
+    V<A> a0(0.0f), a1(0.0f), a2(0.0f), a3(0.0f);
+    for (int64_t j = first; j <= last; ++j) {
+      const float* vj = v + j * stride + i;
+      const V<A> pj(p[j]);
+      a0 = xsimd::fma(pj, V<A>::load_unaligned(vj), a0);
+      a1 = xsimd::fma(pj, V<A>::load_unaligned(vj + L), a1);
+      a2 = xsimd::fma(pj, V<A>::load_unaligned(vj + 2 * L), a2);
+      a3 = xsimd::fma(pj, V<A>::load_unaligned(vj + 3 * L), a3);
+    }
+    a0.store_unaligned(out + i);
+    a1.store_unaligned(out + i + L);
+    a2.store_unaligned(out + i + 2 * L);
+    a3.store_unaligned(out + i + 3 * L);
+  }
+  for (; i + L <= d; i += L) {
+    V<A> a(0.0f);
+    for (int64_t j = first; j <= last; ++j) a = xsimd::fma(V<A>(p[j]), V<A>::load_unaligned(v + j * stride + i), a);
+    a.store_unaligned(out + i);
+  }
+  for (; i < d; ++i) {
+    float a = 0.0f;
+    for (int64_t j = first; j <= last; ++j) a += p[j] * v[j * stride + i];
+    out[i] = a;
+  }
+}
+
+// One (query, head) row: scores for the visible keys, softmax, weighted sum of the values.
+// Softmax is shift invariant, so ALiBi's slope * j is applied as slope * (j - last): the same
+// probabilities with smaller numbers, which float represents more exactly.
+template <class A>
+void attend(const AttendRow& r) {
+  float* s = r.scores;
+  float mx = -std::numeric_limits<float>::infinity();
+  for (int64_t j = r.first; j <= r.last; ++j) {
+    s[j] = r.scale * dot<A>(r.q, r.k + j * r.k_stride, r.d) + r.slope * static_cast<float>(j - r.last);
+    mx = s[j] > mx ? s[j] : mx;
+  }
+  const int64_t n = r.last - r.first + 1;
+  float* e = s + r.first;
+  V<A> vs(0.0f);
+  int64_t i = 0;
+  for (; i + kLanes<A> <= n; i += kLanes<A>) {
+    const V<A> ev = xsimd::exp(V<A>::load_unaligned(e + i) - V<A>(mx));
+    ev.store_unaligned(e + i);
+    vs += ev;
+  }
+  float total = xsimd::hadd(vs);
+  if (i < n) {
+    store_partial<A>(e + i, xsimd::exp(load_partial<A>(e + i, n - i) - V<A>(mx)), n - i);
+    for (; i < n; ++i) total += e[i];
+  }
+  weighted_sum<A>(r.out, s, r.v, r.v_stride, r.first, r.last, r.d);
+  scale<A>(r.out, r.out, 1.0f / total, r.d);
+  if (r.probs) {
+    for (int64_t j = 0; j < r.probs_len; ++j)
+      r.probs[j] = (j >= r.first && j <= r.last) ? s[j] / total : 0.0f;
+  }
+}
+
+template <class A>
+void ssm_step(const SsmStep& st) {
+  constexpr int64_t L = kLanes<A>;
+  const V<A> decay(st.decay);
+  for (int64_t p = 0; p < st.P; ++p) {
+    float* S = st.S + p * st.N;
+    const float dx = st.dt * st.x[p];
+    V<A> acc(0.0f);
+    int64_t n = 0;
+    for (; n + L <= st.N; n += L) {
+      const V<A> s = xsimd::fma(decay, V<A>::load_unaligned(S + n), V<A>(dx) * V<A>::load_unaligned(st.B + n));
+      s.store_unaligned(S + n);
+      acc = xsimd::fma(s, V<A>::load_unaligned(st.C + n), acc);
+    }
+    float y = xsimd::hadd(acc);
+    for (; n < st.N; ++n) {
+      S[n] = st.decay * S[n] + dx * st.B[n];
+      y += S[n] * st.C[n];
+    }
+    st.y[p] = y + st.D * st.x[p];
+  }
+}
+
+}  // namespace purellm::cpu::simd
+
+namespace purellm::cpu {
+
+// The table of kernels for arch A; explicitly instantiated in kernels_<isa>.cpp.
+template <class A>
+const Kernels& kernel_table() {
+  using namespace simd;
+  static const Kernels table{
+      .f16_to_f32 = convert_row<A, DType::F16>,
+      .bf16_to_f32 = convert_row<A, DType::BF16>,
+      .add = add<A>,
+      .mul = mul<A>,
+      .scale = scale<A>,
+      .add_scaled = add_scaled<A>,
+      .mul_add = mul_add<A>,
+      .gelu = gelu<A>,
+      .gelu_tanh = gelu_tanh<A>,
+      .relu = relu<A>,
+      .silu = silu<A>,
+      .silu_mul = silu_mul<A>,
+      .sum = sum<A>,
+      .layernorm = layernorm<A>,
+      .rmsnorm = rmsnorm<A>,
+      .softmax = softmax<A>,
+      .argmax = argmax<A>,
+      .rope = rope<A>,
+      .gemv_f32 = gemv<A, DType::F32>,
+      .gemv_f16 = gemv<A, DType::F16>,
+      .gemv_bf16 = gemv<A, DType::BF16>,
+      .mr = kTileRows,
+      .nr = static_cast<int>(2 * kLanes<A>),
+      .pack_w_f32 = pack_w<A, DType::F32>,
+      .pack_w_f16 = pack_w<A, DType::F16>,
+      .pack_w_bf16 = pack_w<A, DType::BF16>,
+      .pack_x = pack_x<A>,
+      .gemm_tile = gemm_tile<A>,
+      .attend = attend<A>,
+      .ssm_step = ssm_step<A>,
+  };
+  return table;
+}
+
+}  // namespace purellm::cpu

@@ -1,0 +1,143 @@
+// out = x W^T + bias on the CPU: a threaded GEMV for decode (T == 1) and a BLIS-style blocked
+// GEMM for prefill (T > 1).
+//
+// GEMV is bound by reading W once: each thread streams one contiguous block of W's rows.
+//
+// GEMM follows the GotoBLAS/BLIS structure, arranged so that each thread works out of its own
+// L1 and L2 (on a shared host the L3 belongs to everyone):
+//   the threads pack all of x once, in panels of mr rows interleaved over K   (shared)
+//   each thread owns a contiguous range of output columns (rows of W); per block of it:
+//     pack a kNc x kKc block of W, converted to F32, nr rows interleaved        -> L2
+//       for each x panel (mr rows x kKc, stays in L1), for each nr sliver of the W block:
+//         gemm_tile: an mr x nr block of out in registers, kKc multiply-adds deep.
+// F16/BF16 weights are converted while packing, so the tile kernel only ever sees F32.
+#include <algorithm>
+
+#include "tensor/cpu/ops.hpp"
+#include "tensor/cpu/reference.hpp"
+
+namespace purellm::cpu::fast {
+namespace {
+
+constexpr int64_t kKc = 256;  // depth of a block: an x panel (mr x kKc) is 6 KiB
+constexpr int64_t kNc = 256;  // rows of W per packed block: kNc x kKc floats = 256 KiB
+constexpr int64_t kMaxTile = 6 * 64;  // mr * nr of the widest table, for edge tiles
+
+void gemv(const Kernels& k, const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& bias) {
+  const int64_t K = x.cols(), N = w.rows(), ldw = w.row_stride();
+  const float* xv = x.row<float>(0);
+  const float* b = bias.empty() ? nullptr : bias.ptr<float>();
+  const int nt = static_cast<int>(std::min<int64_t>(threads_for(N * K), N));
+#pragma omp parallel num_threads(nt)
+  {
+    // 16 rows = one 64-byte line of out per block boundary.
+    const Range r = split(N, omp_get_num_threads(), omp_get_thread_num(), 16);
+    const int64_t n = r.end - r.begin;
+    float* y = out.row<float>(0) + r.begin;
+    const float* br = b ? b + r.begin : nullptr;
+    if (n > 0) {
+      switch (w.dtype) {
+        case DType::F16: k.gemv_f16(y, xv, w.row<uint16_t>(r.begin), ldw, K, n, br); break;
+        case DType::BF16: k.gemv_bf16(y, xv, w.row<uint16_t>(r.begin), ldw, K, n, br); break;
+        default: k.gemv_f32(y, xv, w.row<float>(r.begin), ldw, K, n, br); break;
+      }
+    }
+  }
+}
+
+// Packs rows [n0, n0 + rows) and columns [k0, k0 + kc) of W into dst as slivers of nr rows.
+void pack_w_block(const Kernels& k, float* dst, const Tensor& w, int64_t n0, int64_t rows, int64_t k0,
+                  int64_t kc) {
+  const int64_t ldw = w.row_stride();
+  for (int64_t j = 0; j < rows; j += k.nr) {
+    const int64_t nj = std::min<int64_t>(k.nr, rows - j);
+    float* d = dst + j * kc;
+    switch (w.dtype) {
+      case DType::F16: k.pack_w_f16(d, w.row<uint16_t>(n0 + j) + k0, ldw, nj, kc); break;
+      case DType::BF16: k.pack_w_bf16(d, w.row<uint16_t>(n0 + j) + k0, ldw, nj, kc); break;
+      default: k.pack_w_f32(d, w.row<float>(n0 + j) + k0, ldw, nj, kc); break;
+    }
+  }
+}
+
+// One mr x nr tile of out at (t, n). Edge tiles go through a full-size buffer, then only
+// their valid part is written.
+void tile(const Kernels& k, const Tensor& out, int64_t t, int64_t n, int64_t rows, int64_t cols,
+          const float* a, const float* b, int64_t kc, bool accumulate) {
+  float* c = out.row<float>(t) + n;
+  if (rows == k.mr && cols == k.nr) return k.gemm_tile(c, out.row_stride(), a, b, kc, accumulate);
+  alignas(64) float buf[kMaxTile];
+  k.gemm_tile(buf, k.nr, a, b, kc, false);
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) {
+      float* cij = c + i * out.row_stride() + j;
+      *cij = (accumulate ? *cij : 0.0f) + buf[i * k.nr + j];
+    }
+}
+
+// Packed x: panel p (rows p*mr .. p*mr+mr-1) holds K steps of mr values; within it, the block
+// starting at column pc is contiguous (kc * mr floats at p * K * mr + pc * mr).
+void pack_x_panel(const Kernels& k, float* xp, const Tensor& x, int64_t p) {
+  const int64_t K = x.cols(), rows = std::min<int64_t>(k.mr, x.rows() - p * k.mr);
+  k.pack_x(xp + p * K * k.mr, x.row<float>(p * k.mr), x.row_stride(), rows, K);
+}
+
+// out[:, n0:n1] for one thread, from the packed x and its own W block buffer wbuf [kNc * kKc].
+void gemm_columns(const Kernels& k, const Tensor& out, const float* xp, int64_t T, int64_t K, const Tensor& w,
+                  int64_t n0, int64_t n1, float* wbuf) {
+  for (int64_t jc = n0; jc < n1; jc += kNc) {
+    const int64_t nc = std::min(kNc, n1 - jc);
+    for (int64_t pc = 0; pc < K; pc += kKc) {
+      const int64_t kc = std::min(kKc, K - pc);
+      pack_w_block(k, wbuf, w, jc, nc, pc, kc);
+      for (int64_t i = 0; i < T; i += k.mr) {
+        const float* panel = xp + i * K + pc * k.mr;
+        for (int64_t j = 0; j < nc; j += k.nr)
+          tile(k, out, i, jc + j, std::min<int64_t>(k.mr, T - i), std::min<int64_t>(k.nr, nc - j), panel,
+               wbuf + j * kc, kc, pc > 0);
+      }
+    }
+  }
+}
+
+void gemm(const Kernels& k, Scratch& s, const Tensor& out, const Tensor& x, const Tensor& w,
+          const Tensor& bias) {
+  const int64_t T = x.rows(), K = x.cols(), N = w.rows();
+  const int64_t panels = (T + k.mr - 1) / k.mr;
+  const int nt = static_cast<int>(std::min<int64_t>(threads_for(T * N * K), (N + k.nr - 1) / k.nr));
+  float* xp = s.shared(static_cast<size_t>(panels * k.mr * K));
+  s.reserve(nt, static_cast<size_t>(kNc * kKc));
+#pragma omp parallel num_threads(nt)
+  {
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < panels; ++p) pack_x_panel(k, xp, x, p);
+    const int t = omp_get_thread_num();
+    const Range r = split(N, omp_get_num_threads(), t, k.nr);
+    if (r.end > r.begin) {
+      gemm_columns(k, out, xp, T, K, w, r.begin, r.end, s.thread(t));
+      if (!bias.empty())
+        for (int64_t i = 0; i < T; ++i)
+          k.add(out.row<float>(i) + r.begin, out.row<float>(i) + r.begin, bias.ptr<float>() + r.begin,
+                r.end - r.begin);
+    }
+  }
+}
+
+}  // namespace
+
+void matmul(const Kernels& k, Scratch& s, const Tensor& out, const Tensor& x, const Tensor& w,
+            const Tensor& bias) {
+  ref::check_matmul(out, x, w, bias);
+  if (x.rows() == 0 || w.rows() == 0) return;
+  if (x.cols() == 0) {  // an empty sum: out = bias
+    for (int64_t t = 0; t < x.rows(); ++t)
+      for (int64_t n = 0; n < w.rows(); ++n) out.row<float>(t)[n] = bias.empty() ? 0.0f : bias.ptr<float>()[n];
+    return;
+  }
+  if (x.rows() == 1)
+    gemv(k, out, x, w, bias);
+  else
+    gemm(k, s, out, x, w, bias);
+}
+
+}  // namespace purellm::cpu::fast

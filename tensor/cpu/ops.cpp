@@ -1,0 +1,144 @@
+// Elementwise, row-wise and lookup ops of the fast CPU backend: checks, then threads over rows.
+#include "tensor/cpu/ops.hpp"
+
+#include <cstring>
+
+#include "tensor/cpu/reference.hpp"
+
+namespace purellm::cpu {
+
+void Scratch::reserve(int threads, size_t n) {
+  if (bufs_.size() < static_cast<size_t>(threads)) bufs_.resize(static_cast<size_t>(threads));
+  if (n > per_thread_) per_thread_ = n;
+  for (AlignedBuffer& b : bufs_)
+    if (b.size() < per_thread_ * sizeof(float)) b = AlignedBuffer(per_thread_ * sizeof(float));
+}
+
+float* Scratch::shared(size_t n) {
+  if (shared_.size() < n * sizeof(float)) shared_ = AlignedBuffer(n * sizeof(float));
+  return shared_.as<float>();
+}
+
+namespace fast {
+namespace {
+
+// f(r, c0, n) over pieces of up to kPiece columns of each row of a [rows, cols] operand, in
+// parallel when the operand is large. Pieces let one long row use several threads.
+template <class F>
+void for_row_pieces(int64_t rows, int64_t cols, F f) {
+  constexpr int64_t kPiece = 8192;
+  const int64_t pieces = (cols + kPiece - 1) / kPiece;
+  parallel_for(rows * pieces, rows * cols, [&](int64_t i) {
+    const int64_t r = i / pieces, c0 = i % pieces * kPiece;
+    f(r, c0, std::min(kPiece, cols - c0));
+  });
+}
+
+using Unary = void (*)(float* out, const float* x, int64_t n);
+using Binary = void (*)(float* out, const float* a, const float* b, int64_t n);
+
+void unary(const char* op, Unary kernel, const Tensor& out, const Tensor& x) {
+  ref::check_same_shape(op, out, x);
+  for_row_pieces(x.rows(), x.cols(), [&](int64_t r, int64_t c0, int64_t n) {
+    kernel(out.row<float>(r) + c0, x.row<float>(r) + c0, n);
+  });
+}
+
+void binary(const char* op, Binary kernel, const Tensor& out, const Tensor& a, const Tensor& b) {
+  ref::check_same_shape(op, out, a);
+  ref::check_same_shape(op, out, b);
+  for_row_pieces(a.rows(), a.cols(), [&](int64_t r, int64_t c0, int64_t n) {
+    kernel(out.row<float>(r) + c0, a.row<float>(r) + c0, b.row<float>(r) + c0, n);
+  });
+}
+
+// f(r) for every row, in parallel when the operand is large.
+template <class F>
+void for_rows(const Tensor& x, F f) {
+  parallel_for(x.rows(), x.rows() * x.cols(), f);
+}
+
+}  // namespace
+
+void embed(const Kernels& k, const Tensor& out, const Tensor& table, std::span<const int32_t> ids) {
+  ref::check_embed(out, table, ids);
+  const int64_t D = table.cols();
+  parallel_for(static_cast<int64_t>(ids.size()), static_cast<int64_t>(ids.size()) * D, [&](int64_t t) {
+    float* o = out.row<float>(t);
+    const int64_t id = ids[static_cast<size_t>(t)];
+    switch (table.dtype) {
+      case DType::F16: return k.f16_to_f32(o, table.row<uint16_t>(id), D);
+      case DType::BF16: return k.bf16_to_f32(o, table.row<uint16_t>(id), D);
+      default: std::memcpy(o, table.row<float>(id), static_cast<size_t>(D) * sizeof(float));
+    }
+  });
+}
+
+void add(const Kernels& k, const Tensor& out, const Tensor& a, const Tensor& b) { binary("add", k.add, out, a, b); }
+void mul(const Kernels& k, const Tensor& out, const Tensor& a, const Tensor& b) { binary("mul", k.mul, out, a, b); }
+
+void scale(const Kernels& k, const Tensor& out, const Tensor& x, float s) {
+  ref::check_same_shape("scale", out, x);
+  for_row_pieces(x.rows(), x.cols(), [&](int64_t r, int64_t c0, int64_t n) {
+    k.scale(out.row<float>(r) + c0, x.row<float>(r) + c0, s, n);
+  });
+}
+
+void add_scaled(const Kernels& k, const Tensor& out, const Tensor& x, float s) {
+  ref::check_same_shape("add_scaled", out, x);
+  for_row_pieces(x.rows(), x.cols(), [&](int64_t r, int64_t c0, int64_t n) {
+    k.add_scaled(out.row<float>(r) + c0, x.row<float>(r) + c0, s, n);
+  });
+}
+
+void copy(const Tensor& out, const Tensor& x) {
+  ref::check_same_shape("copy", out, x);
+  for_row_pieces(x.rows(), x.cols(), [&](int64_t r, int64_t c0, int64_t n) {
+    std::memmove(out.row<float>(r) + c0, x.row<float>(r) + c0, static_cast<size_t>(n) * sizeof(float));
+  });
+}
+
+void gelu(const Kernels& k, const Tensor& out, const Tensor& x) { unary("gelu", k.gelu, out, x); }
+void gelu_tanh(const Kernels& k, const Tensor& out, const Tensor& x) { unary("gelu_tanh", k.gelu_tanh, out, x); }
+void relu(const Kernels& k, const Tensor& out, const Tensor& x) { unary("relu", k.relu, out, x); }
+void silu(const Kernels& k, const Tensor& out, const Tensor& x) { unary("silu", k.silu, out, x); }
+void silu_mul(const Kernels& k, const Tensor& out, const Tensor& gate, const Tensor& up) {
+  binary("silu_mul", k.silu_mul, out, gate, up);
+}
+
+void layernorm(const Kernels& k, const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& b,
+               float eps) {
+  ref::check_norm("layernorm", out, x, w, b);
+  const float* bias = b.empty() ? nullptr : b.ptr<float>();
+  for_rows(x, [&](int64_t r) {
+    k.layernorm(out.row<float>(r), x.row<float>(r), w.ptr<float>(), bias, eps, x.cols());
+  });
+}
+
+void rmsnorm(const Kernels& k, const Tensor& out, const Tensor& x, const Tensor& w, float eps) {
+  ref::check_norm("rmsnorm", out, x, w, Tensor{});
+  for_rows(x, [&](int64_t r) { k.rmsnorm(out.row<float>(r), x.row<float>(r), w.ptr<float>(), eps, x.cols()); });
+}
+
+void softmax(const Kernels& k, const Tensor& out, const Tensor& x) {
+  ref::check_same_shape("softmax", out, x);
+  for_rows(x, [&](int64_t r) { k.softmax(out.row<float>(r), x.row<float>(r), x.cols()); });
+}
+
+void rope(const Kernels& k, const Tensor& x, int n_heads, int head_dim, int rot_dims, int64_t pos0,
+          const Tensor& cos, const Tensor& sin) {
+  ref::check_rope(x, n_heads, head_dim, rot_dims, pos0, cos, sin);
+  for_rows(x, [&](int64_t t) {
+    const float* c = cos.row<float>(pos0 + t);
+    const float* s = sin.row<float>(pos0 + t);
+    for (int h = 0; h < n_heads; ++h) k.rope(x.row<float>(t) + int64_t{h} * head_dim, c, s, rot_dims / 2);
+  });
+}
+
+int64_t argmax(const Kernels& k, const Tensor& x) {
+  ref::check_argmax(x);
+  return k.argmax(x.row<float>(0), x.cols());
+}
+
+}  // namespace fast
+}  // namespace purellm::cpu

@@ -1,0 +1,99 @@
+// The CPU backend's fast ops: shape checks (shared with the reference), OpenMP threading and
+// blocking around the single-threaded SIMD kernels of one Kernels table.
+//
+// Threads split outputs into large contiguous blocks (rows of the output, heads, channels),
+// and only when the op is big enough to pay for waking them. Working memory comes from a
+// Scratch owned by the backend, so no op allocates once it has seen its largest shape.
+#pragma once
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "tensor/backend.hpp"
+#include "tensor/cpu/kernels.hpp"
+
+namespace purellm::cpu {
+
+// Per-thread working memory, grown (never shrunk) before a parallel region.
+// Not thread-safe: one backend serves one caller thread at a time.
+class Scratch {
+ public:
+  // Makes thread(t) hold at least n floats for every t < threads.
+  void reserve(int threads, size_t n);
+  float* thread(int t) const { return bufs_[static_cast<size_t>(t)].as<float>(); }
+  // One buffer of at least n floats for the serial part of an op (distinct from thread()).
+  float* shared(size_t n);
+
+ private:
+  std::vector<AlignedBuffer> bufs_;
+  size_t per_thread_ = 0;
+  AlignedBuffer shared_;
+};
+
+// Below this many (rough) multiply-adds or bytes moved, an op runs on the calling thread:
+// waking the OpenMP team costs microseconds.
+constexpr int64_t kMinParallelWork = int64_t{1} << 15;
+
+inline int threads_for(int64_t work) { return work < kMinParallelWork ? 1 : omp_get_max_threads(); }
+
+// The part `index` of `parts` near-equal contiguous pieces of [0, n), with inner boundaries
+// rounded to multiples of `align` (keeps threads off each other's cache lines).
+struct Range {
+  int64_t begin, end;
+};
+inline Range split(int64_t n, int parts, int index, int64_t align = 1) {
+  const int64_t blocks = (n + align - 1) / align;
+  const int64_t b0 = blocks * index / parts, b1 = blocks * (index + 1) / parts;
+  return {std::min(n, b0 * align), std::min(n, b1 * align)};
+}
+
+// f(i) for i in [0, n), statically split over threads_for(work) threads; f may call
+// omp_get_thread_num() to pick its scratch.
+template <class F>
+void parallel_for(int64_t n, int64_t work, F f) {
+  const int nt = static_cast<int>(std::min<int64_t>(threads_for(work), n));
+  if (nt <= 1) {
+    for (int64_t i = 0; i < n; ++i) f(i);
+    return;
+  }
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t i = 0; i < n; ++i) f(i);
+}
+
+// ---- ops (same contracts as Backend; see backend.hpp) ---------------------------------------
+namespace fast {
+
+void embed(const Kernels& k, const Tensor& out, const Tensor& table, std::span<const int32_t> ids);
+void matmul(const Kernels& k, Scratch& s, const Tensor& out, const Tensor& x, const Tensor& w,
+            const Tensor& bias);
+void add(const Kernels& k, const Tensor& out, const Tensor& a, const Tensor& b);
+void mul(const Kernels& k, const Tensor& out, const Tensor& a, const Tensor& b);
+void scale(const Kernels& k, const Tensor& out, const Tensor& x, float s);
+void add_scaled(const Kernels& k, const Tensor& out, const Tensor& x, float s);
+void copy(const Tensor& out, const Tensor& x);
+void layernorm(const Kernels& k, const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& b,
+               float eps);
+void rmsnorm(const Kernels& k, const Tensor& out, const Tensor& x, const Tensor& w, float eps);
+void softmax(const Kernels& k, const Tensor& out, const Tensor& x);
+void gelu(const Kernels& k, const Tensor& out, const Tensor& x);
+void gelu_tanh(const Kernels& k, const Tensor& out, const Tensor& x);
+void relu(const Kernels& k, const Tensor& out, const Tensor& x);
+void silu(const Kernels& k, const Tensor& out, const Tensor& x);
+void silu_mul(const Kernels& k, const Tensor& out, const Tensor& gate, const Tensor& up);
+void rope(const Kernels& k, const Tensor& x, int n_heads, int head_dim, int rot_dims, int64_t pos0,
+          const Tensor& cos, const Tensor& sin);
+void attention(const Kernels& k, Scratch& s, const Tensor& out, const Tensor& q, const Tensor& k_cache,
+               const Tensor& v_cache, const AttentionArgs& args);
+int64_t argmax(const Kernels& k, const Tensor& x);
+void conv1d_causal(const Kernels& k, Scratch& s, const Tensor& out, const Tensor& x, const Tensor& w,
+                   const Tensor& bias, const Tensor& state);
+void ssm_scan(const Kernels& k, const Tensor& y, const Tensor& x, const Tensor& dt, const Tensor& B,
+              const Tensor& C, const Tensor& A_log, const Tensor& D, const Tensor& dt_bias,
+              const Tensor& state, const SsmArgs& args);
+
+}  // namespace fast
+}  // namespace purellm::cpu

@@ -1,0 +1,511 @@
+// Every CPU backend op on every instruction set compiled into this binary, against the scalar
+// reference (make_backend(Isa::Scalar)) on random data.
+//
+// Tolerances, |got - want| <= atol + rtol * |want|, with inputs drawn from [-1, 1]:
+//   exact (0, 0):      add, mul, scale, copy, relu, embed, argmax, row conversions
+//   (1e-6, 1e-6):      add_scaled (one fused rounding), rope
+//   (1e-6, 1e-5):      gelu, gelu_tanh, silu, silu_mul, softmax (few-ulp vector exp/erfc)
+//   (1e-5, 1e-5):      layernorm, rmsnorm (float vs double sums over a row)
+//   (1e-5 sqrt(K), 1e-5): matmul over K terms; attention, conv1d, ssm_scan alike with K = the
+//                      length of their sums.
+// The reference sums in double; these bounds are a few times the float rounding error, far
+// below what a wrong index, a lost tail element or a missing term would produce.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <new>
+#include <cstring>
+#include <deque>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "tensor/cpu/cpu_backend.hpp"
+#include "tensor/cpu/reference.hpp"
+
+using namespace purellm;
+using purellm::cpu::Isa;
+
+namespace purellm::cpu {
+void PrintTo(Isa isa, std::ostream* os) { *os << isa_name(isa); }  // "GetParam() = avx2"
+}  // namespace purellm::cpu
+
+// Counts operator new calls, so a test can check that warm ops do not allocate.
+static std::atomic<int64_t> g_news{0};
+[[gnu::noinline]] void* operator new(size_t n) {
+  ++g_news;
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+[[gnu::noinline]] void operator delete(void* p) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete(void* p, size_t) noexcept { std::free(p); }
+
+namespace {
+
+const std::vector<int64_t> kSizes = {1, 3, 7, 15, 17, 31, 33, 127, 4097};
+
+class Ops : public ::testing::TestWithParam<Isa> {
+ protected:
+  void SetUp() override {
+    const Isa isa = GetParam();
+    bool compiled = false;
+    for (Isa c : cpu::compiled_isas()) compiled |= c == isa;
+    if (!compiled) GTEST_SKIP() << cpu::isa_name(isa) << " kernels are not compiled into this binary";
+    if (!cpu::isa_available(isa)) GTEST_SKIP() << cpu::isa_name(isa) << " not supported by this CPU";
+    fast_ = cpu::make_backend(isa);
+    ref_ = cpu::make_backend(Isa::Scalar);
+    threads_ = cpu::num_threads();
+  }
+  void TearDown() override { cpu::set_num_threads(threads_); }
+
+  // A [rows, cols] F32 matrix of uniform values in [lo, hi] whose rows are `pad` floats
+  // further apart than cols (pad > 0: a non-contiguous view, like q inside a fused qkv).
+  Tensor random(int64_t rows, int64_t cols, int64_t pad = 0, float lo = -1.0f, float hi = 1.0f) {
+    Tensor full = zeros(DType::F32, rows, cols + pad);
+    std::uniform_real_distribution<float> u(lo, hi);
+    for (int64_t i = 0; i < full.numel(); ++i) full.ptr<float>()[i] = u(rng_);
+    return full.cols_view(0, cols);
+  }
+  Tensor zeros(DType dtype, int64_t rows, int64_t cols, int64_t pad = 0) {
+    store_.push_back(OwnedTensor::zeros(dtype, {rows, cols + pad}));
+    return store_.back().view.cols_view(0, cols);
+  }
+  // A same-shaped, same-strided copy of t (so the two backends see identical layouts).
+  Tensor clone(const Tensor& t) {
+    Tensor c = zeros(t.dtype, t.rows(), t.row_stride());
+    std::memcpy(c.data, t.data, dtype_bytes(t.dtype, t.rows() * t.row_stride()));
+    return c.cols_view(0, t.cols());
+  }
+  // t converted to dtype (the weights both backends read), rows padded by pad elements.
+  Tensor convert(const Tensor& t, DType dtype, int64_t pad = 0) {
+    if (dtype == DType::F32 && pad == 0) return t;
+    Tensor c = zeros(dtype, t.rows(), t.cols(), pad);
+    for (int64_t r = 0; r < t.rows(); ++r)
+      for (int64_t i = 0; i < t.cols(); ++i) {
+        const float v = t.row<float>(r)[i];
+        if (dtype == DType::F32) c.row<float>(r)[i] = v;
+        if (dtype == DType::F16) c.row<uint16_t>(r)[i] = f32_to_f16(v);
+        if (dtype == DType::BF16) c.row<uint16_t>(r)[i] = f32_to_bf16(v);
+      }
+    return c;
+  }
+
+  std::unique_ptr<Backend> fast_, ref_;
+  std::mt19937 rng_{1234};
+  std::deque<OwnedTensor> store_;
+  int threads_ = 1;
+};
+
+std::string isa_label(const ::testing::TestParamInfo<Isa>& info) {
+  return std::string(cpu::isa_name(info.param));
+}
+
+INSTANTIATE_TEST_SUITE_P(Cpu, Ops, ::testing::Values(Isa::SSE2, Isa::AVX2, Isa::AVX512, Isa::NEON), isa_label);
+
+// Checks |got - want| <= atol + rtol * |want| element by element (NaN only matches NaN) and
+// reports the first few mismatches with their position.
+void expect_close(const Tensor& got, const Tensor& want, double atol, double rtol, const std::string& what) {
+  ASSERT_EQ(got.rows(), want.rows()) << what;
+  ASSERT_EQ(got.cols(), want.cols()) << what;
+  int bad = 0;
+  for (int64_t r = 0; r < got.rows(); ++r)
+    for (int64_t c = 0; c < got.cols(); ++c) {
+      const double g = got.row<float>(r)[c], w = want.row<float>(r)[c];
+      const bool ok = std::isnan(w) ? std::isnan(g) : std::abs(g - w) <= atol + rtol * std::abs(w);
+      if (!ok && ++bad <= 5)
+        ADD_FAILURE() << what << ": [" << r << ", " << c << "] got " << g << ", want " << w << " (diff "
+                      << std::abs(g - w) << ")";
+    }
+}
+
+std::string shape(int64_t rows, int64_t cols, int64_t pad) {
+  return "[" + std::to_string(rows) + ", " + std::to_string(cols) + "] pad " + std::to_string(pad);
+}
+
+// ---- elementwise ------------------------------------------------------------------------------
+
+TEST_P(Ops, Elementwise) {
+  for (int64_t cols : kSizes)
+    for (int64_t rows : {1, 3})
+      for (int64_t pad : {0, 5}) {
+        const std::string at = shape(rows, cols, pad);
+        const Tensor a = random(rows, cols, pad), b = random(rows, cols, pad);
+        auto both = [&](double atol, double rtol, const std::string& op, auto run) {
+          const Tensor got = zeros(DType::F32, rows, cols, pad), want = zeros(DType::F32, rows, cols, pad);
+          run(*fast_, got);
+          run(*ref_, want);
+          expect_close(got, want, atol, rtol, op + " " + at);
+        };
+        both(0, 0, "add", [&](Backend& be, const Tensor& o) { be.add(o, a, b); });
+        both(0, 0, "mul", [&](Backend& be, const Tensor& o) { be.mul(o, a, b); });
+        both(0, 0, "scale", [&](Backend& be, const Tensor& o) { be.scale(o, a, -1.7f); });
+        both(0, 0, "copy", [&](Backend& be, const Tensor& o) { be.copy(o, a); });
+        both(0, 0, "relu", [&](Backend& be, const Tensor& o) { be.relu(o, a); });
+        both(1e-6, 1e-6, "add_scaled", [&](Backend& be, const Tensor& o) {
+          be.copy(o, b);
+          be.add_scaled(o, a, 0.3f);
+        });
+        both(1e-6, 1e-5, "silu_mul", [&](Backend& be, const Tensor& o) { be.silu_mul(o, a, b); });
+      }
+}
+
+// Activations over a wide range, including the tails where exp/erf saturate.
+TEST_P(Ops, Activations) {
+  for (int64_t cols : kSizes) {
+    const Tensor x = random(2, cols, 3, -12.0f, 12.0f);
+    for (const char* op : {"gelu", "gelu_tanh", "silu"}) {
+      const Tensor got = zeros(DType::F32, 2, cols), want = zeros(DType::F32, 2, cols);
+      for (auto [be, out] : {std::pair{fast_.get(), got}, std::pair{ref_.get(), want}}) {
+        if (std::string(op) == "gelu") be->gelu(out, x);
+        if (std::string(op) == "gelu_tanh") be->gelu_tanh(out, x);
+        if (std::string(op) == "silu") be->silu(out, x);
+      }
+      expect_close(got, want, 1e-6, 1e-5, std::string(op) + " cols " + std::to_string(cols));
+    }
+  }
+}
+
+// In place: out aliases the input, as the Backend contract allows.
+TEST_P(Ops, InPlace) {
+  const Tensor x = random(3, 33, 2), w = random(1, 33);
+  Tensor a = clone(x), b = clone(x);
+  fast_->silu(a, a);
+  ref_->silu(b, b);
+  expect_close(a, b, 1e-6, 1e-5, "silu in place");
+  fast_->rmsnorm(a, a, w, 1e-5f);
+  ref_->rmsnorm(b, b, w, 1e-5f);
+  expect_close(a, b, 1e-5, 1e-5, "rmsnorm in place");
+  fast_->softmax(a, a);
+  ref_->softmax(b, b);
+  expect_close(a, b, 1e-6, 1e-5, "softmax in place");
+}
+
+// ---- rows -------------------------------------------------------------------------------------
+
+TEST_P(Ops, Norms) {
+  for (int64_t cols : kSizes)
+    for (int64_t pad : {0, 3}) {
+      const std::string at = shape(4, cols, pad);
+      const Tensor x = random(4, cols, pad, -3.0f, 5.0f), w = random(1, cols), b = random(1, cols);
+      const Tensor got = zeros(DType::F32, 4, cols, pad), want = zeros(DType::F32, 4, cols, pad);
+      fast_->layernorm(got, x, w, b, 1e-5f);
+      ref_->layernorm(want, x, w, b, 1e-5f);
+      expect_close(got, want, 1e-5, 1e-5, "layernorm " + at);
+      fast_->layernorm(got, x, w, Tensor{}, 1e-5f);
+      ref_->layernorm(want, x, w, Tensor{}, 1e-5f);
+      expect_close(got, want, 1e-5, 1e-5, "layernorm without bias " + at);
+      fast_->rmsnorm(got, x, w, 1e-6f);
+      ref_->rmsnorm(want, x, w, 1e-6f);
+      expect_close(got, want, 1e-5, 1e-5, "rmsnorm " + at);
+    }
+}
+
+TEST_P(Ops, Softmax) {
+  for (int64_t cols : kSizes)
+    for (int64_t pad : {0, 4}) {
+      const Tensor x = random(3, cols, pad, -20.0f, 20.0f);
+      const Tensor got = zeros(DType::F32, 3, cols, pad), want = zeros(DType::F32, 3, cols, pad);
+      fast_->softmax(got, x);
+      ref_->softmax(want, x);
+      expect_close(got, want, 1e-6, 1e-5, "softmax " + shape(3, cols, pad));
+    }
+}
+
+TEST_P(Ops, Argmax) {
+  for (int64_t cols : kSizes) {
+    const Tensor x = random(1, cols);
+    EXPECT_EQ(fast_->argmax(x), ref_->argmax(x)) << "cols " << cols;
+    // Ties: the first of equal maxima wins.
+    x.ptr<float>()[cols / 2] = 2.0f;
+    x.ptr<float>()[cols - 1] = 2.0f;
+    EXPECT_EQ(fast_->argmax(x), cols / 2) << "tie, cols " << cols;
+  }
+  const Tensor x = random(1, 50257);
+  x.ptr<float>()[31337] = 5.0f;
+  EXPECT_EQ(fast_->argmax(x), 31337);
+}
+
+TEST_P(Ops, Rope) {
+  struct Case {
+    int n_heads, head_dim, rot_dims;
+    int64_t T, pos0;
+  };
+  for (Case c : {Case{1, 2, 2, 1, 0}, Case{4, 16, 16, 3, 5}, Case{3, 34, 34, 7, 0}, Case{2, 80, 32, 5, 11},
+                 Case{12, 64, 64, 17, 100}, Case{2, 256, 64, 1, 1000}}) {
+    const int half = c.rot_dims / 2;
+    const Tensor cos = random(1024, half), sin = random(1024, half);
+    const Tensor x = random(c.T, int64_t{c.n_heads} * c.head_dim, 3);
+    Tensor got = clone(x), want = clone(x);
+    fast_->rope(got, c.n_heads, c.head_dim, c.rot_dims, c.pos0, cos, sin);
+    ref_->rope(want, c.n_heads, c.head_dim, c.rot_dims, c.pos0, cos, sin);
+    expect_close(got, want, 1e-6, 1e-6,
+                 "rope heads " + std::to_string(c.n_heads) + " x " + std::to_string(c.head_dim) + " rot " +
+                     std::to_string(c.rot_dims) + " pos0 " + std::to_string(c.pos0));
+  }
+}
+
+// ---- embed and row conversions ----------------------------------------------------------------
+
+TEST_P(Ops, Embed) {
+  const std::vector<int32_t> ids = {0, 5, 2, 5, 9};
+  for (int64_t cols : kSizes)
+    for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
+      const Tensor table = convert(random(10, cols), dt, 3);
+      const Tensor got = zeros(DType::F32, 5, cols, 1), want = zeros(DType::F32, 5, cols, 1);
+      fast_->embed(got, table, ids);
+      ref_->embed(want, table, ids);
+      expect_close(got, want, 0, 0, "embed " + std::string(dtype_name(dt)) + " cols " + std::to_string(cols));
+    }
+}
+
+// Every F16 and BF16 bit pattern (zeros, subnormals, infinities, NaNs) converts exactly.
+TEST_P(Ops, ConvertsEvery16BitPattern) {
+  for (DType dt : {DType::F16, DType::BF16}) {
+    const Tensor table = zeros(dt, 256, 256);
+    for (int i = 0; i < 65536; ++i) table.ptr<uint16_t>()[i] = static_cast<uint16_t>(i);
+    std::vector<int32_t> ids(256);
+    for (int i = 0; i < 256; ++i) ids[static_cast<size_t>(i)] = i;
+    const Tensor got = zeros(DType::F32, 256, 256), want = zeros(DType::F32, 256, 256);
+    fast_->embed(got, table, ids);
+    ref_->embed(want, table, ids);
+    for (int i = 0; i < 65536; ++i) {
+      const float g = got.ptr<float>()[i], w = want.ptr<float>()[i];
+      if (std::isnan(w))
+        ASSERT_TRUE(std::isnan(g)) << dtype_name(dt) << " pattern " << i;
+      else
+        ASSERT_EQ(std::memcmp(&g, &w, 4), 0) << dtype_name(dt) << " pattern " << i << ": " << g << " vs " << w;
+    }
+  }
+}
+
+// ---- matmul -----------------------------------------------------------------------------------
+
+void check_matmul(Backend& fast, Backend& ref, const Tensor& x, const Tensor& w, const Tensor& bias,
+                  Tensor got, Tensor want, const std::string& what) {
+  fast.matmul(got, x, w, bias);
+  ref.matmul(want, x, w, bias);
+  expect_close(got, want, 1e-5 * std::sqrt(static_cast<double>(x.cols())), 1e-5, what);
+}
+
+TEST_P(Ops, Matmul) {
+  for (int64_t T : {1, 3, 17})
+    for (int64_t K : {1, 3, 17, 33, 127, 4097})
+      for (int64_t N : {1, 7, 17, 33, 127})
+        for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
+          const int64_t pad = (K + N) % 3;  // some operands strided
+          const Tensor x = random(T, K, pad), w = convert(random(N, K), dt, pad);
+          const Tensor bias = N % 2 ? random(1, N) : Tensor{};
+          const std::string what = "matmul T " + std::to_string(T) + " K " + std::to_string(K) + " N " +
+                                   std::to_string(N) + " " + std::string(dtype_name(dt)) + (bias.empty() ? "" : " +bias");
+          check_matmul(*fast_, *ref_, x, w, bias, zeros(DType::F32, T, N, pad), zeros(DType::F32, T, N, pad), what);
+        }
+}
+
+// Shapes that cross every GEMM blocking boundary (K past one depth block, T past one row
+// block, N past one packed block per thread) on one and two threads.
+TEST_P(Ops, MatmulLargeBlocks) {
+  const int64_t T = 150, K = 300, N = 3100;
+  const Tensor x = random(T, K), w = random(N, K), bias = random(1, N);
+  const Tensor want = zeros(DType::F32, T, N);
+  ref_->matmul(want, x, w, bias);
+  for (int threads : {1, 2}) {
+    cpu::set_num_threads(threads);
+    const Tensor got = zeros(DType::F32, T, N);
+    fast_->matmul(got, x, w, bias);
+    expect_close(got, want, 1e-5 * std::sqrt(double{K}), 1e-5, "large matmul, threads " + std::to_string(threads));
+  }
+  for (DType dt : {DType::F16, DType::BF16}) {  // a large GEMV per 16-bit format
+    const Tensor w16 = convert(random(2053, 1031), dt, 1), x1 = random(1, 1031);
+    check_matmul(*fast_, *ref_, x1, w16, Tensor{}, zeros(DType::F32, 1, 2053), zeros(DType::F32, 1, 2053),
+                 "large gemv " + std::string(dtype_name(dt)));
+  }
+}
+
+// Thread counts 1 and 2 agree for every threaded op.
+TEST_P(Ops, ThreadCountsAgree) {
+  const Tensor x1 = random(1, 4099), w = random(2051, 4099), xT = random(9, 4099);
+  const Tensor big = random(64, 4097), nw = random(1, 4097);
+  std::vector<Tensor> outs[2];
+  int64_t amax[2] = {};
+  for (int i = 0; i < 2; ++i) {
+    cpu::set_num_threads(i + 1);
+    Tensor gemv = zeros(DType::F32, 1, 2051), gemm = zeros(DType::F32, 9, 2051), norm = zeros(DType::F32, 64, 4097),
+           act = zeros(DType::F32, 64, 4097);
+    fast_->matmul(gemv, x1, w, Tensor{});
+    fast_->matmul(gemm, xT, w, Tensor{});
+    fast_->rmsnorm(norm, big, nw, 1e-5f);
+    fast_->gelu(act, big);
+    amax[i] = fast_->argmax(gemv);
+    outs[i] = {gemv, gemm, norm, act};
+  }
+  for (size_t j = 0; j < outs[0].size(); ++j) expect_close(outs[1][j], outs[0][j], 1e-6, 1e-6, "threads 1 vs 2, op " + std::to_string(j));
+  EXPECT_EQ(amax[0], amax[1]);
+}
+
+// ---- attention --------------------------------------------------------------------------------
+
+struct AttnCase {
+  int n_heads, n_kv_heads, head_dim;
+  int64_t T, pos0, window;
+  bool alibi, probs;
+};
+
+std::string describe(const AttnCase& c) {
+  return "heads " + std::to_string(c.n_heads) + "/" + std::to_string(c.n_kv_heads) + " d " +
+         std::to_string(c.head_dim) + " T " + std::to_string(c.T) + " pos0 " + std::to_string(c.pos0) +
+         " window " + std::to_string(c.window) + (c.alibi ? " alibi" : "") + (c.probs ? " probs" : "");
+}
+
+TEST_P(Ops, Attention) {
+  const std::vector<AttnCase> cases = {
+      {1, 1, 1, 1, 0, 0, false, false},    {4, 4, 16, 5, 0, 0, false, true},     // MHA prefill
+      {8, 2, 33, 3, 17, 0, false, false},  {6, 1, 64, 1, 200, 0, false, true},   // GQA, MQA decode
+      {4, 2, 7, 7, 10, 5, false, true},    {2, 2, 31, 17, 0, 4, false, false},   // sliding window
+      {4, 4, 15, 3, 30, 0, true, true},    {8, 4, 32, 2, 40, 8, true, false},    // ALiBi
+      {2, 1, 127, 1, 1023, 0, false, false},                                     // long context
+  };
+  for (const AttnCase& c : cases) {
+    const int64_t S = c.pos0 + c.T + 3, kv_cols = int64_t{c.n_kv_heads} * c.head_dim;
+    const Tensor q = random(c.T, int64_t{c.n_heads} * c.head_dim, 2);
+    const Tensor kc = random(S, kv_cols, 5), vc = random(S, kv_cols, 1);
+    Tensor got = zeros(DType::F32, c.T, q.cols(), 1), want = zeros(DType::F32, c.T, q.cols(), 1);
+    AttentionArgs a;
+    a.n_heads = c.n_heads;
+    a.n_kv_heads = c.n_kv_heads;
+    a.head_dim = c.head_dim;
+    a.pos0 = c.pos0;
+    a.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+    a.window = c.window;
+    if (c.alibi) a.alibi_slopes = random(1, c.n_heads, 0, 0.01f, 0.5f).reshape({c.n_heads});
+    AttentionArgs b = a;
+    if (c.probs) {
+      store_.push_back(OwnedTensor::zeros(DType::F32, {c.n_heads, c.T, c.pos0 + c.T}));
+      a.probs = store_.back().view;
+      store_.push_back(OwnedTensor::zeros(DType::F32, {c.n_heads, c.T, c.pos0 + c.T}));
+      b.probs = store_.back().view;
+    }
+    fast_->attention(got, q, kc, vc, a);
+    ref_->attention(want, q, kc, vc, b);
+    const double atol = 1e-5 * std::sqrt(static_cast<double>(c.pos0 + c.T));
+    expect_close(got, want, atol, 1e-5, "attention " + describe(c));
+    if (c.probs)
+      expect_close(a.probs.reshape({c.n_heads * c.T, c.pos0 + c.T}), b.probs.reshape({c.n_heads * c.T, c.pos0 + c.T}),
+                   1e-6, 1e-5, "attention probs " + describe(c));
+  }
+}
+
+// ---- Mamba2 ops -------------------------------------------------------------------------------
+
+// Two calls (T = 5, then 3, continuing the state) against the reference doing the same, and
+// in place (out aliasing x).
+TEST_P(Ops, Conv1dCausal) {
+  for (int64_t C : {1, 17, 33, 1030})
+    for (int64_t K : {1, 4}) {
+      const Tensor w = random(C, K), bias = C % 2 ? random(1, C) : Tensor{};
+      Tensor s_fast = random(C, K), s_ref = clone(s_fast);
+      for (int64_t T : {5, 3}) {
+        const Tensor x = random(T, C, 2);
+        const Tensor got = zeros(DType::F32, T, C), want = zeros(DType::F32, T, C);
+        fast_->conv1d_causal(got, x, w, bias, s_fast);
+        ref_->conv1d_causal(want, x, w, bias, s_ref);
+        const std::string at = "conv1d C " + std::to_string(C) + " K " + std::to_string(K) + " T " + std::to_string(T);
+        expect_close(got, want, 1e-5 * std::sqrt(double(K)), 1e-5, at);
+        expect_close(s_fast, s_ref, 0, 0, at + " state");
+        Tensor inplace = clone(x);
+        Tensor s2 = clone(s_ref);
+        ref_->conv1d_causal(want, x, w, bias, s2);
+        Tensor s3 = clone(s_fast);
+        fast_->conv1d_causal(inplace, inplace, w, bias, s3);
+        expect_close(inplace, want, 1e-5 * std::sqrt(double(K)), 1e-5, at + " in place");
+      }
+    }
+}
+
+TEST_P(Ops, SsmScan) {
+  struct Case {
+    int n_heads, head_dim, d_state, n_groups;
+  };
+  for (Case c : {Case{1, 1, 1, 1}, Case{4, 7, 16, 1}, Case{4, 16, 33, 2}, Case{8, 8, 128, 4}}) {
+    SsmArgs a;
+    a.n_heads = c.n_heads;
+    a.head_dim = c.head_dim;
+    a.d_state = c.d_state;
+    a.n_groups = c.n_groups;
+    a.dt_min = 0.001f;
+    a.dt_max = 0.5f;
+    const Tensor A_log = random(1, c.n_heads, 0, -1.0f, 1.0f).reshape({c.n_heads});
+    const Tensor D = random(1, c.n_heads).reshape({c.n_heads});
+    const Tensor dt_bias = random(1, c.n_heads).reshape({c.n_heads});
+    const int64_t P = int64_t{c.n_heads} * c.head_dim, G = int64_t{c.n_groups} * c.d_state;
+    Tensor s_fast = random(c.n_heads, int64_t{c.head_dim} * c.d_state), s_ref = clone(s_fast);
+    for (int64_t T : {6, 1}) {
+      const Tensor x = random(T, P, 1), dt = random(T, c.n_heads, 0, -3.0f, 3.0f);
+      const Tensor B = random(T, G, 2), C = random(T, G);
+      const Tensor got = zeros(DType::F32, T, P), want = zeros(DType::F32, T, P);
+      fast_->ssm_scan(got, x, dt, B, C, A_log, D, dt_bias, s_fast, a);
+      ref_->ssm_scan(want, x, dt, B, C, A_log, D, dt_bias, s_ref, a);
+      const std::string at = "ssm heads " + std::to_string(c.n_heads) + " P " + std::to_string(c.head_dim) + " N " +
+                             std::to_string(c.d_state) + " groups " + std::to_string(c.n_groups) + " T " + std::to_string(T);
+      expect_close(got, want, 1e-5 * std::sqrt(double(c.d_state)), 1e-5, at);
+      expect_close(s_fast, s_ref, 1e-5, 1e-5, at + " state");
+    }
+  }
+}
+
+// Once an op has seen its shapes, calling it again allocates nothing (scratch is reused).
+TEST_P(Ops, WarmOpsDoNotAllocate) {
+  const Tensor x1 = random(1, 768), xT = random(20, 768), w = random(300, 768), o1 = zeros(DType::F32, 1, 300),
+               oT = zeros(DType::F32, 20, 300), nw = random(1, 768);
+  const Tensor q = random(3, 4 * 16), kv = random(40, 2 * 16), att = zeros(DType::F32, 3, 4 * 16);
+  const Tensor cx = random(5, 600), cw = random(600, 4), cs = random(600, 4), co = zeros(DType::F32, 5, 600);
+  AttentionArgs a;
+  a.n_heads = 4;
+  a.n_kv_heads = 2;
+  a.head_dim = 16;
+  a.pos0 = 30;
+  auto run = [&] {
+    fast_->matmul(o1, x1, w, Tensor{});
+    fast_->matmul(oT, xT, w, Tensor{});
+    fast_->rmsnorm(xT, xT, nw.reshape({768}), 1e-5f);
+    fast_->softmax(xT, xT);
+    fast_->attention(att, q, kv, kv, a);
+    fast_->conv1d_causal(co, cx, cw, Tensor{}, cs);
+  };
+  for (int threads : {1, 2}) {
+    cpu::set_num_threads(threads);
+    run();
+    const int64_t before = g_news.load();
+    run();
+    EXPECT_EQ(g_news.load() - before, 0) << "operator new calls in warm ops, threads " << threads;
+  }
+}
+
+// ---- errors -----------------------------------------------------------------------------------
+
+TEST_P(Ops, BadShapesThrow) {
+  const Tensor x = random(2, 8), w = random(5, 7), out = zeros(DType::F32, 2, 5);
+  EXPECT_THROW(fast_->matmul(out, x, w, Tensor{}), std::invalid_argument);
+  EXPECT_THROW(fast_->add(out, x, x), std::invalid_argument);
+  const std::vector<int32_t> ids = {7};
+  EXPECT_THROW(fast_->embed(zeros(DType::F32, 1, 7), w, ids), std::invalid_argument);
+  AttentionArgs a;
+  a.n_heads = 3;
+  a.n_kv_heads = 2;
+  a.head_dim = 4;
+  EXPECT_THROW(fast_->attention(zeros(DType::F32, 1, 12), random(1, 12), random(4, 8), random(4, 8), a),
+               std::invalid_argument);
+  try {
+    fast_->matmul(out, x, w, Tensor{});
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("matmul"), std::string::npos) << e.what();
+  }
+}
+
+TEST_P(Ops, NameSaysIsa) {
+  EXPECT_EQ(fast_->name(), "cpu (" + std::string(cpu::isa_name(GetParam())) + ")");
+}
+
+}  // namespace
