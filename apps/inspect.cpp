@@ -302,6 +302,9 @@ int describe(const std::string& dir, const InspectArgs& a) {
 std::string token_label(const Tokenizer* tok, int32_t id) {
   if (!tok) return "#" + std::to_string(id);
   std::string s = tok->decode(std::span<const int32_t>(&id, 1));
+  // Decoding one token drops a SentencePiece word's leading space; show it.
+  const std::string piece = tok->token_text(id);
+  if ((piece.rfind("\u2581", 0) == 0 || piece.rfind("\u0120", 0) == 0) && s.rfind(' ', 0) != 0) s = " " + s;
   std::string out;
   for (char c : s) out += c == '\n' ? std::string("\\n") : std::string(1, c);
   return out;
