@@ -5,10 +5,11 @@
 // tensor/cuda/cuda_backend.cu as ordinary C++; tensor/cuda/runtime.cuh then includes this
 // header instead of <cuda_runtime.h>.
 //
-// How a launch runs: blocks one after another; the threads of a block are fibers (ucontext)
-// on the calling thread, each running until it reaches __syncthreads() or returns. A barrier
-// therefore really separates the phases of a block (every thread writes before any reads),
-// and __shared__ (a static variable here) is shared by exactly the threads of one block.
+// How a launch runs: blocks one after another; the threads of a block are fibers on the
+// calling thread (cuda_emulator.cpp), each running until it reaches __syncthreads() or
+// returns. A barrier therefore really separates the phases of a block (every thread writes
+// before any reads), and __shared__ (a static variable here) is shared by exactly the threads
+// of one block. A thread that has returned counts as arrived at later barriers.
 // Device memory is host memory, so AddressSanitizer catches a kernel reading out of bounds.
 // What it cannot show: warp timing, races that a GPU's scheduling would expose, and nvcc's
 // code generation. Those need a GPU (the `cuda` test label).
