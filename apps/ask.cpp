@@ -15,6 +15,7 @@
 #include "models/generate.hpp"
 #include "models/planner.hpp"
 #include "models/trace.hpp"
+#include "tensor/backend_loader.hpp"
 #include "tensor/cpu/cpu_backend.hpp"
 #include "tokenizer/tokenizer.hpp"
 
@@ -36,6 +37,8 @@ const char* kUsage = R"(usage: ask [-m DIR|ALIAS] [options] "prompt"
       --seed S            random seed (default 0)
       --ignore-eos        keep generating after an end-of-sequence token
   -t, --threads N         worker threads (default: all cores)
+      --device D          cpu (default) or cuda: the GPU plug-in libpurellm_cuda.so, built
+                          with the cuda preset (see README, "Jetson")
   -c, --ctx N             KV cache size in tokens (default: prompt + n, at most the model's context)
       --mmap              use weights in place from the mapped file (less memory, slower on VMs)
       --dtype D           convert weights at load: f32, f16, bf16
@@ -63,6 +66,7 @@ struct AskArgs {
   SamplingOptions sampling;
   bool ignore_eos = false;
   int threads = 0;
+  std::string device = "cpu";
   int64_t ctx = 0;
   LoadOptions load;
   bool stats = false;
@@ -99,6 +103,7 @@ AskArgs parse_args(int argc, char** argv) {
     else if (f == "--seed") a.sampling.seed = static_cast<uint64_t>(app::parse_int(f, value(i), 0, INT64_MAX));
     else if (f == "--ignore-eos") a.ignore_eos = true;
     else if (f == "-t" || f == "--threads") a.threads = static_cast<int>(app::parse_int(f, value(i), 1, 1024));
+    else if (f == "--device") a.device = value(i);
     else if (f == "-c" || f == "--ctx") a.ctx = app::parse_int(f, value(i), 1, 1 << 24);
     else if (f == "--mmap") a.load.mode = LoadMode::Mmap;
     else if (f == "--dtype") {
@@ -157,7 +162,7 @@ std::vector<int32_t> encode_prompt(const AskArgs& a, const std::string& dir, con
   return tok.encode(tmpl->render(messages, /*add_generation_prompt=*/true), tmpl->add_special());
 }
 
-void print_stats(const ModelInfo& info, double load_seconds, const GenerationStats& st) {
+void print_stats(const ModelInfo& info, const Backend& backend, double load_seconds, const GenerationStats& st) {
   const double gbs = st.decode_tokens_per_second() * static_cast<double>(info.weight_bytes_per_token) / 1e9;
   std::fprintf(stderr,
                "\n[stats] %s on %s, %d threads\n"
@@ -165,7 +170,7 @@ void print_stats(const ModelInfo& info, double load_seconds, const GenerationSta
                "[stats] prefill: %lld tokens in %.3f s = %.1f tok/s\n"
                "[stats] decode:  %lld tokens in %.3f s = %.1f tok/s, %.2f GB/s of weights\n"
                "[stats] peak RSS %.1f MB\n",
-               info.architecture.c_str(), cpu_backend().name().c_str(), cpu::num_threads(), load_seconds,
+               info.architecture.c_str(), backend.name().c_str(), cpu::num_threads(), load_seconds,
                static_cast<double>(info.weight_bytes) / 1e6, static_cast<long long>(st.prompt_tokens),
                st.prefill_seconds, st.prefill_tokens_per_second(),
                static_cast<long long>(st.generated_tokens > 0 ? st.generated_tokens - 1 : 0), st.decode_seconds,
@@ -174,6 +179,8 @@ void print_stats(const ModelInfo& info, double load_seconds, const GenerationSta
 
 int run(const AskArgs& a) {
   cpu::set_num_threads(a.threads);
+  LoadOptions load = a.load;
+  load.backend = &backend_for_device(a.device);  // throws saying what is missing for cuda
   const bool random = !a.random_config.empty();
   if (random && a.prompt_ids.empty()) throw std::runtime_error("--random-weights needs --prompt-ids");
   const std::string dir = random ? std::string()
@@ -186,7 +193,7 @@ int run(const AskArgs& a) {
 
   const auto t0 = std::chrono::steady_clock::now();
   std::unique_ptr<Model> model =
-      random ? random_model(read_json_file(a.random_config), a.load) : load_model(dir, a.load);
+      random ? random_model(read_json_file(a.random_config), load) : load_model(dir, load);
   const double load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const ModelInfo& info = model->info();
 
@@ -247,7 +254,7 @@ int run(const AskArgs& a) {
     std::printf("%s\n", stream->finish().c_str());
   }
   std::fflush(stdout);
-  if (a.stats) print_stats(info, load_seconds, st);
+  if (a.stats) print_stats(info, *load.backend, load_seconds, st);
   return 0;
 }
 

@@ -1,5 +1,8 @@
 // Every CPU backend op on every instruction set compiled into this binary, against the scalar
 // reference (make_backend(Isa::Scalar)) on random data.
+// Compiled again with PURELLM_TEST_DEVICE defined (test_cuda, test_cuda_emulated), the same
+// tests run against a device backend instead (device_under_test.hpp), through a host mirror
+// that copies operands to the device and results back.
 //
 // Tolerances, |got - want| <= atol + rtol * |want|, with inputs drawn from [-1, 1]:
 //   exact (0, 0):      add, mul, scale, copy, relu, embed, argmax, row conversions
@@ -25,6 +28,10 @@
 
 #include "tensor/cpu/cpu_backend.hpp"
 #include "tensor/cpu/reference.hpp"
+#ifdef PURELLM_TEST_DEVICE
+#include "tests/device_under_test.hpp"
+#include "tests/host_mirror.hpp"
+#endif
 
 using namespace purellm;
 using purellm::cpu::Isa;
@@ -50,6 +57,15 @@ const std::vector<int64_t> kSizes = {1, 3, 7, 15, 17, 31, 33, 127, 4097};
 class Ops : public ::testing::TestWithParam<Isa> {
  protected:
   void SetUp() override {
+#ifdef PURELLM_TEST_DEVICE
+    std::string why;
+    Backend* device = test::device_under_test(&why);
+    if (!device) GTEST_SKIP() << PURELLM_TEST_DEVICE << " backend not available: " << why;
+    fast_ = test::host_mirror(*device);
+    ref_ = cpu::make_backend(Isa::Scalar);
+    threads_ = cpu::num_threads();
+    return;
+#endif
     const Isa isa = GetParam();
     bool compiled = false;
     for (Isa c : cpu::compiled_isas()) compiled |= c == isa;
@@ -99,11 +115,15 @@ class Ops : public ::testing::TestWithParam<Isa> {
   int threads_ = 1;
 };
 
+#ifdef PURELLM_TEST_DEVICE
+INSTANTIATE_TEST_SUITE_P(Device, Ops, ::testing::Values(Isa::Scalar), [](const auto&) { return std::string(PURELLM_TEST_DEVICE); });
+#else
 std::string isa_label(const ::testing::TestParamInfo<Isa>& info) {
   return std::string(cpu::isa_name(info.param));
 }
 
 INSTANTIATE_TEST_SUITE_P(Cpu, Ops, ::testing::Values(Isa::SSE2, Isa::AVX2, Isa::AVX512, Isa::NEON), isa_label);
+#endif
 
 // Checks |got - want| <= atol + rtol * |want| element by element (NaN only matches NaN) and
 // reports the first few mismatches with their position.
@@ -326,6 +346,9 @@ TEST_P(Ops, MatmulLargeBlocks) {
 
 // Thread counts 1 and 2 agree for every threaded op.
 TEST_P(Ops, ThreadCountsAgree) {
+#ifdef PURELLM_TEST_DEVICE
+  GTEST_SKIP() << "CPU only: the thread count is a CPU backend setting";
+#endif
   const Tensor x1 = random(1, 4099), w = random(2051, 4099), xT = random(9, 4099);
   const Tensor big = random(64, 4097), nw = random(1, 4097);
   std::vector<Tensor> outs[2];
@@ -457,6 +480,9 @@ TEST_P(Ops, SsmScan) {
 
 // Once an op has seen its shapes, calling it again allocates nothing (scratch is reused).
 TEST_P(Ops, WarmOpsDoNotAllocate) {
+#ifdef PURELLM_TEST_DEVICE
+  GTEST_SKIP() << "CPU only: the host mirror allocates device copies on every call";
+#endif
   const Tensor x1 = random(1, 768), xT = random(20, 768), w = random(300, 768), o1 = zeros(DType::F32, 1, 300),
                oT = zeros(DType::F32, 20, 300), nw = random(1, 768);
   const Tensor q = random(3, 4 * 16), kv = random(40, 2 * 16), att = zeros(DType::F32, 3, 4 * 16);
@@ -505,7 +531,25 @@ TEST_P(Ops, BadShapesThrow) {
 }
 
 TEST_P(Ops, NameSaysIsa) {
+#ifdef PURELLM_TEST_DEVICE
+  EXPECT_EQ(fast_->name().rfind("cuda (", 0), 0u) << fast_->name();
+#else
   EXPECT_EQ(fast_->name(), "cpu (" + std::string(cpu::isa_name(GetParam())) + ")");
+#endif
 }
 
 }  // namespace
+
+#ifndef PURELLM_TEST_DEVICE
+// On ARM64 the NEON kernels are built in and chosen by default. (The Ops tests skip an ISA that
+// is not compiled in, so a lost NEON build would otherwise pass unnoticed.)
+TEST(Dispatch, NeonIsCompiledAndChosenOnArm64) {
+#if defined(__aarch64__)
+  if (const char* forced = std::getenv("PURELLM_ISA"); forced && *forced) GTEST_SKIP() << "PURELLM_ISA is set";
+  EXPECT_TRUE(cpu::isa_available(Isa::NEON));
+  EXPECT_EQ(cpu::default_isa(), Isa::NEON);
+#else
+  GTEST_SKIP() << "not an ARM64 build";
+#endif
+}
+#endif
