@@ -359,6 +359,12 @@ void check_residual(const Tensor& residual, int64_t width, const std::string& ar
 
 Cache attention_cache(Backend& backend, int64_t max_seq, int n_layers, int64_t kv_dim) {
   Cache cache(backend, max_seq);
+  // The whole cache is checked against memory before the first layer is allocated.
+  uint64_t bytes = 2 * sizeof(float);  // k and v, F32
+  for (int64_t n : {int64_t{n_layers}, max_seq, kv_dim})
+    if (n < 0 || __builtin_mul_overflow(bytes, static_cast<uint64_t>(n), &bytes)) bytes = UINT64_MAX;
+  cache.check_fits(bytes, "the KV cache (" + std::to_string(n_layers) + " layers x 2 x " + std::to_string(max_seq) +
+                              " positions x " + std::to_string(kv_dim) + " floats)");
   for (int l = 0; l < n_layers; ++l) {
     LayerCache lc;
     lc.k = cache.alloc({max_seq, kv_dim});  // [S, Hkv*d]: all KV heads of a position together

@@ -40,6 +40,11 @@ class ConfigReader {
   std::string where_;
 };
 
+// The most layers a config may declare: far above any checkpoint (Llama 3.1 405B has 126),
+// low enough that per-layer tables built from the config alone, before any weight is read,
+// stay small (2^31 layers made Llama's per-layer sliding-window table 16 GB).
+constexpr int64_t kMaxLayers = 1 << 16;
+
 // Fills the fields every ModelInfo shares from config.json (bos/eos ids).
 void read_special_ids(const ConfigReader& cfg, ModelInfo& info);
 

@@ -50,7 +50,7 @@ struct LlamaConfig {
     c.vocab_size = cfg.integer({"vocab_size"});
     c.hidden_size = static_cast<int>(cfg.integer({"hidden_size"}));
     c.intermediate_size = static_cast<int>(cfg.integer({"intermediate_size"}));
-    c.n_layers = static_cast<int>(cfg.integer({"num_hidden_layers"}));
+    c.n_layers = static_cast<int>(cfg.integer({"num_hidden_layers"}, {}, 1, kMaxLayers));
     c.n_heads = static_cast<int>(cfg.integer({"num_attention_heads"}));
     c.n_kv_heads = static_cast<int>(cfg.integer({"num_key_value_heads"}, c.n_heads));
     if (c.n_heads % c.n_kv_heads) cfg.fail("num_key_value_heads", "must divide num_attention_heads");

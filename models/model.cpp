@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -12,7 +13,42 @@ namespace purellm {
 
 // ---- Cache -------------------------------------------------------------------------------
 
+namespace {
+
+// Bytes of memory the kernel says can be allocated without swapping (MemAvailable), or
+// nullopt where /proc/meminfo does not say.
+std::optional<uint64_t> available_memory() {
+  std::ifstream in("/proc/meminfo");
+  std::string key, unit;
+  uint64_t kib = 0;
+  while (in >> key >> kib) {
+    if (key == "MemAvailable:") return kib * 1024;
+    std::getline(in, unit);
+  }
+  return std::nullopt;
+}
+
+std::string gigabytes(uint64_t bytes) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.2f GB", static_cast<double>(bytes) / 1e9);
+  return text;
+}
+
+}  // namespace
+
+void Cache::check_fits(uint64_t bytes, const std::string& what) const {
+  if (backend_->device() != Device::CPU) return;  // device memory: the backend's alloc reports it
+  const std::optional<uint64_t> available = available_memory();
+  if (!available || bytes <= *available) return;
+  throw std::runtime_error(what + " needs " + gigabytes(bytes) + " but only " + gigabytes(*available) +
+                           " of memory is available: use a shorter context (ask -c N)");
+}
+
 Tensor Cache::alloc(std::initializer_list<int64_t> shape) {
+  uint64_t bytes = sizeof(float);
+  for (int64_t d : shape)
+    if (d < 0 || __builtin_mul_overflow(bytes, static_cast<uint64_t>(d), &bytes)) bytes = UINT64_MAX;
+  check_fits(bytes, "a cache tensor");
   std::shared_ptr<void> memory;
   Tensor t = backend_->alloc_tensor(DType::F32, shape, memory);
   bytes_ += t.nbytes();
@@ -103,7 +139,7 @@ nlohmann::json read_json_file(const std::string& path) {
   ss << in.rdbuf();
   try {
     return nlohmann::json::parse(ss.str());
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for 1e400
     throw std::runtime_error(path + ": invalid JSON: " + e.what());
   }
 }

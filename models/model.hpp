@@ -57,7 +57,12 @@ class Cache {
   size_t bytes() const { return bytes_; }
 
   std::vector<LayerCache> layers;
-  // Allocates a zeroed tensor on the cache's backend, kept alive by the cache.
+  // Throws a clear error, before anything is allocated, when `bytes` more of cache do not fit
+  // in the memory available now (CPU backend: MemAvailable of /proc/meminfo). `what` says
+  // what they are for ("KV cache of 22 layers x 2 x 2048 positions x 256 floats").
+  void check_fits(uint64_t bytes, const std::string& what) const;
+  // Allocates a zeroed tensor on the cache's backend, kept alive by the cache (checked with
+  // check_fits first, so any cache that grows past memory gets the same clear error).
   Tensor alloc(std::initializer_list<int64_t> shape);
 
  private:

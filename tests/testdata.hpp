@@ -11,9 +11,17 @@
 
 namespace purellm::test {
 
+// Without $PURELLM_TESTDATA: the folder CMake was configured with. gtest_discover_tests runs
+// each binary at build time without the tests' environment, and parameterized suites list
+// their cases from the test data then: a relative default found nothing there, and the
+// fixture cases were registered as a placeholder that ran zero tests and passed.
+#ifndef PURELLM_TESTDATA_DEFAULT
+#define PURELLM_TESTDATA_DEFAULT "../shared/testdata"
+#endif
+
 inline std::string testdata_root() {
   const char* env = std::getenv("PURELLM_TESTDATA");
-  return env && *env ? env : "../shared/testdata";
+  return env && *env ? env : PURELLM_TESTDATA_DEFAULT;
 }
 
 inline bool testdata_required() {

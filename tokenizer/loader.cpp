@@ -89,8 +89,9 @@ std::vector<AddedToken> config_added_tokens(const json& config, const json& adde
       if (find(it.key())) continue;
       AddedToken a;
       a.content = it.key();
-      a.id = it.value().get<int32_t>();
-      if (a.id < 0 || static_cast<size_t>(a.id) >= kMaxVocab) fail(where + ": added_tokens.json[\"" + it.key() + "\"]", "id out of range");
+      const int64_t id = it.value().get<int64_t>();  // read wide: as int32, 2^32 + 1 would pass as 1
+      if (id < 0 || id >= static_cast<int64_t>(kMaxVocab)) fail(where + ": added_tokens.json[\"" + it.key() + "\"]", "id out of range");
+      a.id = static_cast<int32_t>(id);
       out.push_back(std::move(a));
     }
   }
