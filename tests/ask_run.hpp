@@ -1,46 +1,22 @@
-// Running the ask binary from a test as a user would: arguments in, exit status, stdout and
-// stderr out; plus scratch copies of test data folders that a test may break.
+// Running the ask binary from a test as a user would (run_app, app_runner.hpp), plus scratch
+// copies of test data folders that a test may break.
 #pragma once
 
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <array>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
 
+#include "app_runner.hpp"
+
 namespace purellm::test {
 
-struct AskRun {
-  int status = -1;  // exit status; -1 when killed by a signal
-  std::string out, err;
-};
-
-inline std::string quote(const std::string& s) { return "'" + s + "'"; }
+using AskRun = AppRun;
 
 // Runs PURELLM_BIN_DIR/ask with `args` (already shell-quoted).
-inline AskRun run_ask(const std::string& args) {
-  static int serial = 0;
-  const std::filesystem::path err_file =
-      std::filesystem::temp_directory_path() / ("ask_err_" + std::to_string(::getpid()) + "_" + std::to_string(serial++));
-  const std::string cmd = std::string(PURELLM_BIN_DIR) + "/ask " + args + " 2>" + err_file.string();
-  AskRun r;
-  FILE* p = popen(cmd.c_str(), "r");
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int rc = pclose(p);
-  r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-  std::ifstream e(err_file);
-  std::stringstream ss;
-  ss << e.rdbuf();
-  r.err = ss.str();
-  std::filesystem::remove(err_file);
-  return r;
-}
+inline AskRun run_ask(const std::string& args) { return run_app(PURELLM_BIN_DIR, "ask", args); }
 
 // A writable copy of the folder `src` (its files only), removed when the object goes.
 class ScratchCopy {

@@ -3,13 +3,12 @@
 // bad input the GPT-2 issue lists.
 #include <gtest/gtest.h>
 
-#include <array>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
 
+#include "ask_run.hpp"
 #include "golden.hpp"
 #include "testdata.hpp"
 
@@ -18,31 +17,10 @@ using namespace purellm;
 
 namespace {
 
-struct AskRun {
-  int status = -1;
-  std::string out, err;
-};
+using test::AskRun;
+using test::quote;
 
-// Runs bin/ask with `args` (already shell-quoted), capturing stdout and stderr.
-AskRun ask(const std::string& args) {
-  const fs::path err_file = fs::temp_directory_path() / ("ask_err_" + std::to_string(::getpid()));
-  const std::string cmd = std::string(PURELLM_BIN_DIR) + "/ask " + args + " 2>" + err_file.string();
-  AskRun r;
-  FILE* p = popen(cmd.c_str(), "r");
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int rc = pclose(p);
-  r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-  std::ifstream e(err_file);
-  std::stringstream ss;
-  ss << e.rdbuf();
-  r.err = ss.str();
-  fs::remove(err_file);
-  return r;
-}
-
-std::string quote(const std::string& s) { return "'" + s + "'"; }
+AskRun ask(const std::string& args) { return test::run_ask(args); }
 
 std::string join(const std::vector<int64_t>& ids, const char* sep) {
   std::string s;
