@@ -219,4 +219,18 @@ TEST(GraniteConfig, RealGranite4Config) {
   EXPECT_LT(p.parameters, 360'000'000u);
 }
 
+// The real configs' parameter counts, as the engine's own model file plans them, are the ones
+// models.json gives for the aliases (granite-4.0-h-350m and granite-3.1-1b-a400m, whose
+// config.json files are in the test data).
+TEST(GraniteConfig, ParameterCountsMatchModelsJson) {
+  const json registry = read_json_file(std::string(PURELLM_SOURCE_DIR) + "/models.json");
+  for (auto [path, alias] : {std::pair{"configs/granite-4.0-h-350m/config.json", "granite-4.0-h-350m"},
+                             std::pair{"tokenizers/granite-3.1/config.json", "granite-3.1-1b-a400m"}}) {
+    REQUIRE_TESTDATA(file, path);
+    const ModelPlan p = plan_model(read_json_file(file), nullptr);
+    EXPECT_EQ(p.parameters, registry.at(alias).at("parameters").get<uint64_t>()) << alias;
+    EXPECT_EQ(registry.at(alias).at("status"), "supported") << alias;
+  }
+}
+
 }  // namespace
