@@ -6,6 +6,7 @@
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -55,6 +56,8 @@ const char* kUsage = R"(usage: ask [-m DIR|ALIAS] [options] "prompt"
       --trace FILE        write every intermediate of the prompt's forward pass to FILE
                           (safetensors, "layer_out.3" ... F32 [T, width]; see inspect)
       --trace-attn        also the attention probabilities "attn_probs.N" [heads, T, keys]
+      --profile           time the decode steps per layer (CPU: ops run synchronously) and print
+                          the share spent in Mamba2 layers, attention layers and the rest
   -h, --help              this text
 )";
 
@@ -78,6 +81,7 @@ struct AskArgs {
   std::optional<std::string> system;
   std::string trace_file;
   bool trace_attn = false;
+  bool profile = false;
 };
 
 AskArgs parse_args(int argc, char** argv) {
@@ -119,12 +123,14 @@ AskArgs parse_args(int argc, char** argv) {
     else if (f == "--system") a.system = value(i);
     else if (f == "--trace") a.trace_file = value(i);
     else if (f == "--trace-attn") a.trace_attn = true;
+    else if (f == "--profile") a.profile = true;
     else if (!f.empty() && f[0] == '-' && f.size() > 1) throw std::runtime_error("unknown option " + f + " (see --help)");
     else if (!a.has_prompt) { a.prompt = f; a.has_prompt = true; }
     else throw std::runtime_error("more than one prompt given: \"" + f + "\" (quote the prompt)");
   }
   if (!a.has_prompt && a.prompt_ids.empty()) throw std::runtime_error("no prompt given (see --help)");
   if (a.trace_attn && a.trace_file.empty()) throw std::runtime_error("--trace-attn needs --trace FILE");
+  if (a.profile && !a.trace_file.empty()) throw std::runtime_error("--profile and --trace cannot be combined");
   if (a.raw && !a.template_name.empty()) throw std::runtime_error("--raw and --template contradict each other");
   return a;
 }
@@ -161,6 +167,56 @@ std::vector<int32_t> encode_prompt(const AskArgs& a, const std::string& dir, con
   messages.push_back({"user", a.prompt});
   return tok.encode(tmpl->render(messages, /*add_generation_prompt=*/true), tmpl->add_special());
 }
+
+// --profile: the model's trace points as a clock. The time from one trace point to the next is
+// charged to the layer of the later one (layer -1: embedding, head, sampling), and a layer is
+// "Mamba2" when it traced ssm_scan, "attention" when it traced attn_out. On the CPU every op
+// has finished when it returns, so the split is the ops' own time.
+class DecodeProfiler final : public Tracer {
+ public:
+  void record(std::string_view name, int layer, const Tensor&) override {
+    const auto now = std::chrono::steady_clock::now();
+    if (name == "embed") ++tokens_;  // one decode step
+    if (started_) {
+      const double s = std::chrono::duration<double>(now - last_).count();
+      if (layer < 0) other_ += s;
+      else {
+        if (static_cast<size_t>(layer) >= layers_.size()) layers_.resize(static_cast<size_t>(layer) + 1);
+        layers_[static_cast<size_t>(layer)].seconds += s;
+        if (name == "ssm_scan") layers_[static_cast<size_t>(layer)].kind = "Mamba2";
+        if (name == "attn_out") layers_[static_cast<size_t>(layer)].kind = "attention";
+      }
+    }
+    started_ = true;
+    last_ = now;
+  }
+  void print() const {
+    std::map<std::string, std::pair<double, int>> by_kind;
+    double total = other_;
+    for (const Layer& l : layers_) {
+      by_kind[l.kind].first += l.seconds;
+      by_kind[l.kind].second += 1;
+      total += l.seconds;
+    }
+    std::fprintf(stderr, "[profile] %lld decode steps, %.3f s in all\n", static_cast<long long>(tokens_), total);
+    for (const auto& [kind, v] : by_kind)
+      std::fprintf(stderr, "[profile] %-9s layers: %2d, %.3f s = %4.1f%% (%.2f ms per layer per token)\n", kind.c_str(),
+                   v.second, v.first, 100.0 * v.first / total, 1e3 * v.first / v.second / std::max<int64_t>(tokens(), 1));
+    std::fprintf(stderr, "[profile] other (embedding, head, sampling): %.3f s = %4.1f%%\n", other_, 100.0 * other_ / total);
+  }
+  int64_t tokens() const { return tokens_; }
+
+ private:
+  struct Layer {
+    std::string kind = "other";
+    double seconds = 0;
+  };
+  bool started_ = false;
+  std::chrono::steady_clock::time_point last_;
+  std::vector<Layer> layers_;
+  double other_ = 0;
+  int64_t tokens_ = 0;
+};
 
 void print_stats(const ModelInfo& info, const Backend& backend, double load_seconds, const GenerationStats& st) {
   const double gbs = st.decode_tokens_per_second() * static_cast<double>(info.weight_bytes_per_token) / 1e9;
@@ -225,8 +281,10 @@ int run(const AskArgs& a) {
   const std::vector<int32_t> stops = tmpl ? chat::stop_ids(*tmpl, *tokenizer) : std::vector<int32_t>{};
   TraceRecorder recorder(a.trace_attn);
   if (!a.trace_file.empty()) model->set_tracer(&recorder);
+  DecodeProfiler profiler;
   auto on_token = [&](int32_t id) {
     if (!a.trace_file.empty()) model->set_tracer(nullptr);  // trace the prompt's pass only
+    if (a.profile) model->set_tracer(&profiler);  // from the first token on: decode steps only
     if (!a.ignore_eos && std::find(stops.begin(), stops.end(), id) != stops.end()) return false;  // end of turn
     if (stream && !tokenizer->is_special(id)) {
       std::fputs(stream->push(id).c_str(), stdout);
@@ -255,6 +313,7 @@ int run(const AskArgs& a) {
   }
   std::fflush(stdout);
   if (a.stats) print_stats(info, *load.backend, load_seconds, st);
+  if (a.profile) profiler.print();
   return 0;
 }
 

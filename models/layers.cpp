@@ -254,6 +254,14 @@ Tensor WeightLoader::matrix(const std::string& name, int64_t rows, int64_t cols)
   return finish(full, stored, t, true);
 }
 
+Tensor WeightLoader::matrices(const std::string& name, int64_t n, int64_t rows, int64_t cols) {
+  std::string full;
+  Tensor t = host(name, {n, rows, cols}, &full).reshape({n * rows, cols});
+  const DType stored = t.dtype;
+  if (weight_dtype_ && *weight_dtype_ != t.dtype) t = convert(t, *weight_dtype_);
+  return finish(full, stored, t, true);
+}
+
 Tensor WeightLoader::matrix_transposed(const std::string& name, int64_t rows, int64_t cols) {
   std::string full;
   const Tensor raw = host(name, {cols, rows}, &full);  // [in, out]

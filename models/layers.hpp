@@ -83,6 +83,9 @@ class WeightLoader {
   // A matrix stored transposed as [cols, rows] (GPT-2's Conv1D [in, out]), transposed once
   // here so every matmul reads W as [out, in] with contiguous rows.
   Tensor matrix_transposed(const std::string& name, int64_t rows, int64_t cols);
+  // A stack of n matrices stored [n, rows, cols] (MoE experts), as one matrix [n*rows, cols]:
+  // matrix i is rows_view(i * rows, rows). Same dtype rules as matrix().
+  Tensor matrices(const std::string& name, int64_t n, int64_t rows, int64_t cols);
   // A token-embedding table [rows, cols], kept in its stored dtype (it doubles as a tied head).
   Tensor embedding(const std::string& name, int64_t rows, int64_t cols);
   // An F32 vector (norm weights, biases, per-head constants) of n elements.

@@ -6,7 +6,8 @@
 // [T, width]; attention probabilities (only computed when asked for) are
 // "attn_probs.N" [heads, T, keys]. Names a model file uses: embed, attn_norm, qkv, q_rope,
 // k_rope, attn_out, attn_probs, attn_residual, ffn_norm, ffn_act, layer_out,
-// final_norm_input, final_norm. With no tracer set a model pays one null check per name.
+// final_norm_input, final_norm; Mamba2 layers: ssm_in_proj, ssm_conv, ssm_scan, ssm_norm,
+// ssm_out; MoE layers: moe_router, moe_out. With no tracer set a model pays one null check per name.
 #pragma once
 
 #include <map>
