@@ -42,7 +42,8 @@ const char* kUsage = R"(usage: ask [-m DIR|ALIAS] [options] "prompt"
                           with the cuda preset (see README, "Jetson")
   -c, --ctx N             KV cache size in tokens (default: prompt + n, at most the model's context)
       --mmap              use weights in place from the mapped file (less memory, slower on VMs)
-      --dtype D           convert weights at load: f32, f16, bf16
+      --dtype D           convert weights at load: f32, f16, bf16, q8_0, q4_0 (GGUF
+                          blocks of 32; embeddings, norms and biases keep their dtype)
       --stats             print load time, prefill/decode speed, GB/s and peak memory to stderr
       --random-weights CONFIG.json
                           build the model from a config with random weights (speed
@@ -113,7 +114,7 @@ AskArgs parse_args(int argc, char** argv) {
     else if (f == "--dtype") {
       const std::string d = value(i);
       a.load.weight_dtype = dtype_from_flag(d);
-      if (!a.load.weight_dtype) throw std::runtime_error("--dtype: unknown dtype \"" + d + "\" (f32, f16, bf16)");
+      if (!a.load.weight_dtype) throw std::runtime_error("--dtype: unknown dtype \"" + d + "\" (f32, f16, bf16, q8_0, q4_0)");
     } else if (f == "--stats") a.stats = true;
     else if (f == "--prompt-ids") a.prompt_ids = value(i);
     else if (f == "--print-ids") a.print_ids = true;

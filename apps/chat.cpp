@@ -86,7 +86,7 @@ ChatArgs parse_args(int argc, char** argv) {
     else if (f == "--dtype") {
       const std::string d = value(i);
       a.load.weight_dtype = dtype_from_flag(d);
-      if (!a.load.weight_dtype) throw std::runtime_error("--dtype: unknown dtype \"" + d + "\" (f32, f16, bf16)");
+      if (!a.load.weight_dtype) throw std::runtime_error("--dtype: unknown dtype \"" + d + "\" (f32, f16, bf16, q8_0, q4_0)");
     } else if (f == "--stats") a.stats = true;
     else if (f == "--print-ids") a.print_ids = true;
     else throw std::runtime_error("unknown option " + f + " (see --help)");

@@ -26,8 +26,10 @@
 #include <string>
 #include <vector>
 
+#include "tensor/cpu/bandwidth.hpp"
 #include "tensor/cpu/cpu_backend.hpp"
 #include "tensor/cpu/kernels.hpp"
+#include "tensor/quant.hpp"
 #include "tensor/tensor.hpp"
 
 #ifdef PURELLM_HAVE_OPENBLAS
@@ -58,12 +60,10 @@ Matrix make_matrix(DType dtype, int64_t rows, int64_t cols, uint64_t seed) {
   m.view = Tensor::contiguous(nullptr, dtype, {rows, cols});
   m.buf = AlignedBuffer(m.view.nbytes(), /*huge_pages=*/true);
   m.view.data = m.buf.data();
-  const int64_t n = rows * cols;
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = pattern(static_cast<uint64_t>(i) + seed * 7919);
-    if (dtype == DType::F32) m.view.ptr<float>()[i] = v;
-    if (dtype == DType::F16) m.view.ptr<uint16_t>()[i] = f32_to_f16(v);
-    if (dtype == DType::BF16) m.view.ptr<uint16_t>()[i] = f32_to_bf16(v);
+  std::vector<float> row(static_cast<size_t>(cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) row[static_cast<size_t>(c)] = pattern(static_cast<uint64_t>(r * cols + c) + seed * 7919);
+    convert_row_from_f32(dtype, row.data(), m.view.row(r), cols);  // F32, F16, BF16, Q8_0, Q4_0
   }
   return m;
 }
@@ -85,36 +85,11 @@ std::string lower(std::string_view s) {
 
 // ---- machine limits ---------------------------------------------------------------------------
 
-// Read-only sum over 1 GiB on `threads` threads, each summing one contiguous part with the
-// widest SIMD sum kernel of this CPU (a scalar loop would understate what the memory can do).
-struct Probe {
-  static constexpr int64_t kFloats = static_cast<int64_t>(kProbeBytes / sizeof(float));
-  AlignedBuffer buf{kProbeBytes, /*huge_pages=*/true};
-  const cpu::Kernels* k = cpu::kernels_for(cpu::default_isa());
-  Probe() {
-    float* p = buf.as<float>();
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < kFloats; ++i) p[i] = static_cast<float>(i & 1023);
-  }
-  float sum(int threads) const {
-    const float* p = buf.as<const float>();
-    float s = 0;
-#pragma omp parallel num_threads(threads) reduction(+ : s)
-    {
-      const int64_t b = kFloats * omp_get_thread_num() / omp_get_num_threads();
-      const int64_t e = kFloats * (omp_get_thread_num() + 1) / omp_get_num_threads();
-      if (k) {
-        s += k->sum(p + b, e - b);
-      } else {
-        for (int64_t i = b; i < e; ++i) s += p[i];
-      }
-    }
-    return s;
-  }
-};
+// The probe (tensor/cpu/bandwidth.hpp): a read-only SIMD sum over 1 GiB on all threads.
+using Probe = cpu::BandwidthProbe;
 
 Probe& probe() {
-  static Probe p;
+  static Probe p(kProbeBytes);
   return p;
 }
 
@@ -267,7 +242,10 @@ void register_all() {
   RegisterBenchmark("summary/bandwidth_1GiB", BM_bandwidth)->Arg(all)->ArgName("threads")->UseRealTime()->MinTime(0.3);
   RegisterBenchmark("summary/gemv_f32_cold/T1/N3072xK768", BM_matmul, DType::F32, 1, 3072, 768, all)
       ->UseRealTime()->MinTime(0.5);
-  RegisterBenchmark("summary/gemv_bf16_cold/T1/N2048xK5632", BM_matmul, DType::BF16, 1, 2048, 5632, all)
+  for (DType dt : {DType::F32, DType::BF16, DType::Q8_0, DType::Q4_0})
+    RegisterBenchmark(("summary/gemv_" + lower(dtype_name(dt)) + "_cold/T1/N2048xK5632").c_str(), BM_matmul, dt, 1,
+                      2048, 5632, all)->UseRealTime()->MinTime(0.5);
+  RegisterBenchmark("summary/gemm_q8_0/T512/N3072xK768", BM_matmul, DType::Q8_0, 512, 3072, 768, all)
       ->UseRealTime()->MinTime(0.5);
 #ifdef PURELLM_HAVE_OPENBLAS
   RegisterBenchmark("summary/openblas_sgemm/T512/N3072xK768", BM_openblas, 512, 3072, 768, all)
@@ -280,7 +258,7 @@ void register_all() {
 
   for (const Shape& s : kShapes)
     for (int64_t T : {1, 128, 512}) {
-      for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
+      for (DType dt : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0}) {
         const std::string name = std::string(s.model) + "/" + lower(dtype_name(dt)) + "/" + shape_name(T, s.N, s.K);
         RegisterBenchmark(("matmul/" + name).c_str(), BM_matmul, dt, T, s.N, s.K, all)->UseRealTime();
         if (T == 1 && dt == DType::F32 && all > 1)  // decode on one thread: threads must pay off

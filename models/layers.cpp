@@ -1,5 +1,7 @@
 #include "models/layers.hpp"
 
+#include "tensor/quant.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -126,7 +128,13 @@ WeightLoader::WeightLoader(const WeightFiles& files, const LoadOptions& options,
       plan_from_config_(options.plan_only && files.names().empty()),
       plan_dtype_(options.plan_dtype),
       record_(options.record),
-      prefixes_(std::move(prefixes)) {}
+      prefixes_(std::move(prefixes)) {
+  // A backend that cannot multiply by the requested weight type says so now, not mid-forward.
+  if (weight_dtype_ && !plan_ && !backend_->supports(Op::Matmul, *weight_dtype_))
+    throw std::runtime_error("--dtype " + std::string(dtype_name(*weight_dtype_)) + ": the " + backend_->name() +
+                             " backend cannot run matmuls with " + std::string(dtype_name(*weight_dtype_)) +
+                             " weights (use f32, f16 or bf16 there, or the cpu device)");
+}
 
 bool WeightLoader::has(const std::string& name) const {
   if (random_weights_) return false;  // optional tensors are absent from a synthetic model
@@ -211,27 +219,18 @@ Tensor WeightLoader::alloc_host(const Tensor& like, DType dtype) {
 }
 
 // Converts a contiguous host tensor to dtype `to`, row by row through F32.
+// Quantized types (Q8_0, Q4_0: blocks of 32) quantize each row; rows that do not hold whole
+// blocks stay as they are (the planner counts them the same way).
 Tensor WeightLoader::convert(const Tensor& src, DType to) {
-  if (plan_) {
-    // Rows that do not hold whole blocks of a quantized type stay as they are.
-    if (src.cols() % traits(to).block_elems) return src;
-    return Tensor::contiguous_like(src, to, nullptr);
-  }
+  if (src.cols() % traits(to).block_elems) return src;
+  if (plan_) return Tensor::contiguous_like(src, to, nullptr);
   const Tensor dst = alloc_host(src, to);
   const Tensor s = Tensor::contiguous(src.data, src.dtype, {src.rows(), src.cols()});
   const Tensor d = Tensor::contiguous(dst.data, to, {src.rows(), src.cols()});
   std::vector<float> row(static_cast<size_t>(s.cols()));
   for (int64_t r = 0; r < s.rows(); ++r) {
     ref::weight_row_f32(s, r, row.data());
-    for (int64_t c = 0; c < s.cols(); ++c) {
-      const float v = row[static_cast<size_t>(c)];
-      switch (to) {
-        case DType::F32: d.row<float>(r)[c] = v; break;
-        case DType::F16: d.row<uint16_t>(r)[c] = f32_to_f16(v); break;
-        case DType::BF16: d.row<uint16_t>(r)[c] = f32_to_bf16(v); break;
-        default: throw std::runtime_error("cannot convert weights to " + std::string(dtype_name(to)));
-      }
-    }
+    convert_row_from_f32(to, row.data(), d.row(r), s.cols());
   }
   return dst;
 }

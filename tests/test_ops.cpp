@@ -10,7 +10,9 @@
 //   (1e-6, 1e-5):      gelu, gelu_tanh, silu, silu_mul, softmax (few-ulp vector exp/erfc)
 //   (1e-5, 1e-5):      layernorm, rmsnorm (float vs double sums over a row)
 //   (1e-5 sqrt(K), 1e-5): matmul over K terms; attention, conv1d, ssm_scan alike with K = the
-//                      length of their sums.
+//                      length of their sums. Quantized matmuls too: every implementation
+//                      multiplies the same integers (one activation quantizer), so only the
+//                      float sum over K/32 scaled blocks differs.
 // The reference sums in double; these bounds are a few times the float rounding error, far
 // below what a wrong index, a lost tail element or a missing term would produce.
 #include <gtest/gtest.h>
@@ -28,6 +30,7 @@
 
 #include "tensor/cpu/cpu_backend.hpp"
 #include "tensor/cpu/reference.hpp"
+#include "tensor/quant.hpp"
 #ifdef PURELLM_TEST_DEVICE
 #include "tests/device_under_test.hpp"
 #include "tests/host_mirror.hpp"
@@ -108,13 +111,7 @@ class Ops : public ::testing::TestWithParam<Isa> {
   Tensor convert(const Tensor& t, DType dtype, int64_t pad = 0) {
     if (dtype == DType::F32 && pad == 0) return t;
     Tensor c = zeros(dtype, t.rows(), t.cols(), pad);
-    for (int64_t r = 0; r < t.rows(); ++r)
-      for (int64_t i = 0; i < t.cols(); ++i) {
-        const float v = t.row<float>(r)[i];
-        if (dtype == DType::F32) c.row<float>(r)[i] = v;
-        if (dtype == DType::F16) c.row<uint16_t>(r)[i] = f32_to_f16(v);
-        if (dtype == DType::BF16) c.row<uint16_t>(r)[i] = f32_to_bf16(v);
-      }
+    for (int64_t r = 0; r < t.rows(); ++r) convert_row_from_f32(dtype, t.row<float>(r), c.row(r), t.cols());
     return c;
   }
 
@@ -131,7 +128,7 @@ std::string isa_label(const ::testing::TestParamInfo<Isa>& info) {
   return std::string(cpu::isa_name(info.param));
 }
 
-INSTANTIATE_TEST_SUITE_P(Cpu, Ops, ::testing::Values(Isa::SSE2, Isa::AVX2, Isa::AVX512, Isa::NEON), isa_label);
+INSTANTIATE_TEST_SUITE_P(Cpu, Ops, ::testing::Values(Isa::SSE2, Isa::AVX2, Isa::AVX512, Isa::AVX512VNNI, Isa::NEON), isa_label);
 #endif
 
 // Checks |got - want| <= atol + rtol * |want| element by element (NaN only matches NaN) and
@@ -499,6 +496,8 @@ TEST_P(Ops, WarmOpsDoNotAllocate) {
                oT = zeros(DType::F32, 20, 300), nw = random(1, 768);
   const Tensor q = random(3, 4 * 16), kv = random(40, 2 * 16), att = zeros(DType::F32, 3, 4 * 16);
   const Tensor cx = random(5, 600), cw = random(600, 4), cs = random(600, 4), co = zeros(DType::F32, 5, 600);
+  const bool quantized = fast_->supports(Op::Matmul, DType::Q8_0);
+  const Tensor w8 = quantized ? convert(w, DType::Q8_0) : w, w4 = quantized ? convert(w, DType::Q4_0) : w;
   AttentionArgs a;
   a.n_heads = 4;
   a.n_kv_heads = 2;
@@ -511,6 +510,10 @@ TEST_P(Ops, WarmOpsDoNotAllocate) {
     fast_->softmax(xT, xT);
     fast_->attention(att, q, kv, kv, a);
     fast_->conv1d_causal(co, cx, cw, Tensor{}, cs);
+    if (quantized) {
+      fast_->matmul(o1, x1, w8, Tensor{});
+      fast_->matmul(oT, xT, w4, Tensor{});
+    }
   };
   for (int threads : {1, 2}) {
     cpu::set_num_threads(threads);
@@ -518,6 +521,150 @@ TEST_P(Ops, WarmOpsDoNotAllocate) {
     const int64_t before = g_news.load();
     run();
     EXPECT_EQ(g_news.load() - before, 0) << "operator new calls in warm ops, threads " << threads;
+  }
+}
+
+// ---- quantized weights (Q8_0, Q4_0) -------------------------------------------------------------
+
+// Both backends must take quantized weights; a device that refuses them (supports()) skips.
+#define SKIP_UNLESS_QUANTIZED(backend)                                                            \
+  if (!(backend).supports(Op::Matmul, DType::Q8_0) || !(backend).supports(Op::Matmul, DType::Q4_0)) \
+  GTEST_SKIP() << (backend).name() << " does not take quantized weights"
+
+const std::vector<int64_t> kQuantRows = {1, 3, 7, 17, 33, 127};
+const std::vector<int64_t> kQuantK = {32, 64, 4096 + 32};
+
+TEST_P(Ops, QuantizedMatmul) {
+  SKIP_UNLESS_QUANTIZED(*fast_);
+  for (DType dt : {DType::Q8_0, DType::Q4_0})
+    for (int64_t T : {1, 2, 5, 17})
+      for (int64_t K : kQuantK)
+        for (int64_t N : kQuantRows) {
+          const int64_t pad = (N % 2) * 32;  // some weights strided by a block, x by a float
+          const Tensor x = random(T, K, N % 3), w = convert(random(N, K), dt, pad);
+          const Tensor bias = N % 2 ? random(1, N) : Tensor{};
+          const std::string what = std::string(dtype_name(dt)) + " matmul T " + std::to_string(T) + " K " +
+                                   std::to_string(K) + " N " + std::to_string(N) + (bias.empty() ? "" : " +bias");
+          check_matmul(*fast_, *ref_, x, w, bias, zeros(DType::F32, T, N, 1), zeros(DType::F32, T, N, 1), what);
+        }
+}
+
+// A prefill-sized GEMM and a decode GEMV on one and two threads (threads split rows of W).
+TEST_P(Ops, QuantizedMatmulThreads) {
+  SKIP_UNLESS_QUANTIZED(*fast_);
+  for (DType dt : {DType::Q8_0, DType::Q4_0})
+    for (int64_t T : {1, 37}) {
+      const int64_t K = 320, N = 1031;
+      const Tensor x = random(T, K), w = convert(random(N, K), dt), bias = random(1, N);
+      const Tensor want = zeros(DType::F32, T, N);
+      ref_->matmul(want, x, w, bias);
+      for (int threads : {1, 2}) {
+        cpu::set_num_threads(threads);
+        const Tensor got = zeros(DType::F32, T, N);
+        fast_->matmul(got, x, w, bias);
+        expect_close(got, want, 1e-5 * std::sqrt(double{K}), 1e-5,
+                     std::string(dtype_name(dt)) + " T " + std::to_string(T) + " threads " + std::to_string(threads));
+      }
+    }
+}
+
+// The quantized result is close to the F32 product: a few percent of the output's scale for
+// Q8_0 (both operands rounded to 8 bits); for Q4_0 (steps of amax / 8, errors of about
+// 0.07 sqrt(K) on these inputs) only a sanity bound.
+TEST_P(Ops, QuantizedMatmulApproximatesF32) {
+  SKIP_UNLESS_QUANTIZED(*fast_);
+  const int64_t T = 3, K = 1024, N = 64;
+  const Tensor x = random(T, K), w = random(N, K);
+  const Tensor exact = zeros(DType::F32, T, N);
+  ref_->matmul(exact, x, w, Tensor{});
+  double rms = 0.0;
+  for (int64_t i = 0; i < T * N; ++i) rms += double{exact.ptr<float>()[i]} * exact.ptr<float>()[i];
+  rms = std::sqrt(rms / static_cast<double>(T * N));
+  for (auto [dt, rel] : {std::pair{DType::Q8_0, 0.02}, std::pair{DType::Q4_0, 0.4}}) {
+    const Tensor got = zeros(DType::F32, T, N);
+    fast_->matmul(got, x, convert(w, dt), Tensor{});
+    expect_close(got, exact, rel * rms, 0, std::string(dtype_name(dt)) + " vs F32");
+  }
+}
+
+TEST_P(Ops, QuantizedEmbed) {
+  SKIP_UNLESS_QUANTIZED(*fast_);
+  const std::vector<int32_t> ids = {0, 5, 2, 5, 9};
+  for (int64_t cols : {32, 96, 4096 + 32})
+    for (DType dt : {DType::Q8_0, DType::Q4_0}) {
+      const Tensor table = convert(random(10, cols), dt, 32);
+      const Tensor got = zeros(DType::F32, 5, cols, 1), want = zeros(DType::F32, 5, cols, 1);
+      fast_->embed(got, table, ids);
+      ref_->embed(want, table, ids);
+      expect_close(got, want, 0, 0, "embed " + std::string(dtype_name(dt)) + " cols " + std::to_string(cols));
+    }
+}
+
+TEST_P(Ops, QuantizedBadShapesThrow) {
+  SKIP_UNLESS_QUANTIZED(*fast_);
+  const Tensor x = random(2, 48), out = zeros(DType::F32, 2, 4);
+  // 48 values are not whole blocks: such a weight cannot exist (the loader keeps it F32).
+  Tensor w = zeros(DType::Q8_0, 4, 64).cols_view(0, 48);
+  EXPECT_THROW(fast_->matmul(out, x, w, Tensor{}), std::invalid_argument);
+  EXPECT_THROW(convert_row_from_f32(DType::Q4_0, x.row<float>(0), zeros(DType::Q4_0, 1, 64).data, 48),
+               std::invalid_argument);
+}
+
+// Round trips: each value comes back within the rounding of its block, i.e. half a step of
+// d = amax/127 (Q8_0) or one step of d = amax/8 (Q4_0: +max maps to -8 * d... and -max to
+// 8 * d, clamped to 7 * d), plus the F16 rounding of d (2^-11 relative, times up to 127 or 8).
+TEST(Quant, RoundTripBounds) {
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-3.0f, 3.0f);
+  const int64_t n = 32 * 64;
+  std::vector<float> x(static_cast<size_t>(n)), back(static_cast<size_t>(n));
+  for (float& v : x) v = u(rng);
+  for (int i = 0; i < 32; ++i) x[static_cast<size_t>(32 + i)] = 0.0f;  // an all-zero block: d = 0
+  std::vector<uint8_t> q8(dtype_bytes(DType::Q8_0, n)), q4(dtype_bytes(DType::Q4_0, n));
+  quantize_row_q8_0(x.data(), q8.data(), n);
+  dequantize_row_q8_0(q8.data(), back.data(), n);
+  for (int64_t b = 0; b < n / 32; ++b) {
+    float amax = 0.0f;
+    for (int i = 0; i < 32; ++i) amax = std::max(amax, std::abs(x[static_cast<size_t>(b * 32 + i)]));
+    for (int i = 0; i < 32; ++i) {
+      const size_t j = static_cast<size_t>(b * 32 + i);
+      ASSERT_LE(std::abs(back[j] - x[j]), amax * (0.5f / 127.0f + 1.0f / 2048.0f) + 1e-7f) << "Q8_0 " << j;
+    }
+  }
+  quantize_row_q4_0(x.data(), q4.data(), n);
+  dequantize_row_q4_0(q4.data(), back.data(), n);
+  for (int64_t b = 0; b < n / 32; ++b) {
+    float amax = 0.0f;
+    for (int i = 0; i < 32; ++i) amax = std::max(amax, std::abs(x[static_cast<size_t>(b * 32 + i)]));
+    for (int i = 0; i < 32; ++i) {
+      const size_t j = static_cast<size_t>(b * 32 + i);
+      ASSERT_LE(std::abs(back[j] - x[j]), amax * (1.0f / 8.0f + 8.0f / 2048.0f) + 1e-7f) << "Q4_0 " << j;
+    }
+  }
+  for (int i = 0; i < 32; ++i) EXPECT_EQ(back[static_cast<size_t>(32 + i)], 0.0f);
+}
+
+// The GGUF layouts, on a block whose answer is known: x[i] = i - 8 for Q4_0 (max magnitude 23
+// at i = 31, d = 23 / -8) and x[i] = i - 16 for Q8_0 (amax 16 at i = 0, d = 16 / 127).
+TEST(Quant, GgufBlockLayout) {
+  float x[32];
+  for (int i = 0; i < 32; ++i) x[i] = static_cast<float>(i - 16);
+  BlockQ8_0 b8;
+  quantize_row_q8_0(x, &b8, 32);
+  EXPECT_EQ(b8.d, f32_to_f16(16.0f / 127.0f));
+  EXPECT_EQ(b8.q[0], -127);
+  EXPECT_EQ(b8.q[16], 0);
+  EXPECT_EQ(b8.q[24], static_cast<int8_t>(std::roundf(8.0f * (1.0f / (16.0f / 127.0f)))));
+  for (int i = 0; i < 32; ++i) x[i] = static_cast<float>(i - 8);
+  BlockQ4_0 b4;
+  quantize_row_q4_0(x, &b4, 32);
+  const float d = 23.0f / -8.0f;
+  EXPECT_EQ(b4.d, f32_to_f16(d));
+  EXPECT_EQ(b4.q[15] >> 4, 0);       // element 31 (the maximum) is -8 * d: nibble 0, high half
+  EXPECT_EQ(b4.q[8] & 0x0f, 8);      // element 8 is 0: nibble 8, low half
+  for (int j = 0; j < 16; ++j) {
+    EXPECT_EQ(b4.q[j] & 0x0f, std::min(15, static_cast<int>(static_cast<int8_t>(x[j] * (1.0f / d) + 8.5f)))) << j;
+    EXPECT_EQ(b4.q[j] >> 4, std::min(15, static_cast<int>(static_cast<int8_t>(x[j + 16] * (1.0f / d) + 8.5f)))) << j;
   }
 }
 

@@ -22,6 +22,7 @@ std::string_view isa_name(Isa isa) {
     case Isa::SSE2: return "sse2";
     case Isa::AVX2: return "avx2";
     case Isa::AVX512: return "avx512";
+    case Isa::AVX512VNNI: return "avx512vnni";
     case Isa::NEON: return "neon";
   }
   return "?";
@@ -38,6 +39,9 @@ std::vector<Isa> compiled_isas() {
 #ifdef PURELLM_KERNELS_AVX512
   isas.push_back(Isa::AVX512);
 #endif
+#ifdef PURELLM_KERNELS_AVX512VNNI
+  isas.push_back(Isa::AVX512VNNI);
+#endif
 #ifdef PURELLM_KERNELS_NEON
   isas.push_back(Isa::NEON);
 #endif
@@ -52,6 +56,12 @@ bool cpu_has_f16c() {
   unsigned a = 0, b = 0, c = 0, d = 0;
   return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
 }
+
+// CPUID leaf 7, ECX bit 11: AVX512_VNNI (vpdpbusd).
+bool cpu_has_avx512vnni() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid_count(7, 0, &a, &b, &c, &d) && ((c >> 11) & 1u);
+}
 #endif
 
 bool cpu_has(Isa isa) {
@@ -62,6 +72,7 @@ bool cpu_has(Isa isa) {
     case Isa::AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
     case Isa::AVX512: return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+    case Isa::AVX512VNNI: return cpu_has(Isa::AVX512) && cpu_has_avx512vnni();
 #endif
 #if defined(__aarch64__)
     case Isa::NEON: return true;
@@ -128,7 +139,8 @@ class CpuBackend final : public Backend {
   Tensor adopt_weight(const Tensor& host, std::shared_ptr<void>&) override { return host; }
 
   bool supports(Op op, DType w) const override {
-    if (op == Op::Matmul || op == Op::Embed) return w == DType::F32 || w == DType::F16 || w == DType::BF16;
+    if (op == Op::Matmul || op == Op::Embed)
+      return w == DType::F32 || w == DType::F16 || w == DType::BF16 || w == DType::Q8_0 || w == DType::Q4_0;
     return w == DType::F32;
   }
 

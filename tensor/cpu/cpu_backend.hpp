@@ -10,9 +10,10 @@
 
 namespace purellm::cpu {
 
-enum class Isa { Scalar, SSE2, AVX2, AVX512, NEON };
+// AVX512VNNI is AVX512 with integer dot products (vpdpbusd) for the quantized matmuls.
+enum class Isa { Scalar, SSE2, AVX2, AVX512, AVX512VNNI, NEON };
 
-std::string_view isa_name(Isa isa);        // "scalar", "sse2", "avx2", "avx512", "neon"
+std::string_view isa_name(Isa isa);        // "scalar", "sse2", "avx2", "avx512", "avx512vnni", "neon"
 std::vector<Isa> compiled_isas();          // kernel sets built into this binary, Scalar first
 bool isa_available(Isa isa);               // compiled in and supported by this CPU
 // The ISA cpu_backend() uses: PURELLM_ISA when set (an error if unavailable), else the best.

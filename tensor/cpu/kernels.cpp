@@ -33,6 +33,9 @@ const Kernels* kernels_for(Isa isa) {
 #ifdef PURELLM_KERNELS_AVX512
     case Isa::AVX512: return &kernel_table<xsimd::avx512bw>();
 #endif
+#ifdef PURELLM_KERNELS_AVX512VNNI
+    case Isa::AVX512VNNI: return &kernel_table_avx512vnni();
+#endif
 #ifdef PURELLM_KERNELS_NEON
     case Isa::NEON: return &kernel_table<xsimd::neon64>();
 #endif

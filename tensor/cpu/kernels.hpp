@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "tensor/cpu/cpu_backend.hpp"
+#include "tensor/quant.hpp"
 
 namespace purellm::cpu {
 
@@ -90,9 +91,22 @@ struct Kernels {
   // c[mr, nr] (rows ldc apart) = (accumulate ? c : 0) + a^T b.  a: [kc, mr], b: [kc, nr] packed.
   void (*gemm_tile)(float* c, int64_t ldc, const float* a, const float* b, int64_t kc, bool accumulate);
 
+  // Quantized weights (quant.hpp) times activations already quantized to Q8 blocks:
+  //   out[t * ldo + n] = sum_b d_w[n, b] * d_x[t, b] * (integer dot of block b)
+  // for t < T, n < N. x: T rows of K values (x.K), W: N rows of K/32 Q8_0 / Q4_0 blocks, rows
+  // ldw bytes apart. No bias (the caller adds it). Tiles of rows of W times tokens of x.
+  void (*qmatmul_q8_0)(float* out, int64_t ldo, const QuantizedActs& x, int64_t T, const uint8_t* w,
+                       int64_t ldw, int64_t N);
+  void (*qmatmul_q4_0)(float* out, int64_t ldo, const QuantizedActs& x, int64_t T, const uint8_t* w,
+                       int64_t ldw, int64_t N);
+
   void (*attend)(const AttendRow& row);
   void (*ssm_step)(const SsmStep& step);
 };
+
+// AVX-512 with VNNI (vpdpbusd): the AVX-512 table with integer dot products for the quantized
+// matmuls, from its own TU (kernels_avx512vnni.cpp, compiled with -mavx512vnni).
+const Kernels& kernel_table_avx512vnni();
 
 // The table of one instruction set; null for Scalar or a set not compiled into this binary.
 const Kernels* kernels_for(Isa isa);

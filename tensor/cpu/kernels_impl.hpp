@@ -478,6 +478,244 @@ void pack_x(float* dst, const float* x, int64_t ldx, int64_t rows, int64_t kc) {
     for (int64_t i = 0; i < kTileRows; ++i) dst[k * kTileRows + i] = i < rows ? x[i * ldx + k] : 0.0f;
 }
 
+// ---- quantized matmul (Q8_0 / Q4_0 weights, Q8 activations) ------------------------------------
+//
+// Integer dot products of one block (32 values) at a time, scaled by d_w * d_x and summed in
+// float (see quant.hpp for the layouts). A tile is R rows of W times C tokens of x: the R rows
+// are loaded once per block for all C tokens, each token's block once for all R rows.
+//   AVX-512 VNNI: two blocks per 512-bit vector, vpdpbusd (u8 x s8 -> s32). Q8_0 uses
+//                 ggml's sign trick |x| * (w * sign(x)); Q4_0 multiplies the unsigned nibbles
+//                 0..15 by x and starts the sum at -8 * sum(x) (the block sums of QuantizedActs).
+//   AVX2 (and AVX-512 without VNNI): one block per 256-bit vector, vpmaddubsw + vpmaddwd.
+//   NEON: one block per two 128-bit vectors, widening multiplies (vmull_s8) and pairwise adds.
+//   otherwise (SSE2): plain integer loops.
+// These kernels use raw intrinsics only (no xsimd): A is a tag that gives each TU its own
+// symbols, including the VNNI TU whose tag is not an xsimd arch.
+
+template <class A>
+float half_to_float(uint16_t h) {
+#if defined(__F16C__)
+  return _cvtsh_ss(h);
+#elif defined(__aarch64__)
+  __fp16 v;
+  std::memcpy(&v, &h, 2);
+  return static_cast<float>(v);
+#else
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t body = static_cast<uint32_t>(h & 0x7fffu) << 13;
+  float f;
+  uint32_t bits;
+  if ((h & 0x7c00u) == 0x7c00u) {
+    bits = body | 0x7f800000u;
+  } else {
+    std::memcpy(&f, &body, 4);
+    f *= 0x1p112f;
+    std::memcpy(&bits, &f, 4);
+  }
+  bits |= sign;
+  std::memcpy(&f, &bits, 4);
+  return f;
+#endif
+}
+
+template <DType D>
+constexpr int64_t kBlockBytes = D == DType::Q8_0 ? 34 : 18;
+
+template <class A, DType D, int R, int C>
+void qtile(float* out, int64_t ldo, const QuantizedActs& x, int64_t t0, const uint8_t* w, int64_t ldw) {
+  constexpr int64_t BB = kBlockBytes<D>;
+  const int64_t K = x.K, nb = K / 32;
+  const int8_t* xq = x.q + t0 * K;
+  const float* xd = x.d + t0 * nb;
+  const int32_t* xs = x.s + t0 * nb;
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+  __m512 acc[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
+  const __m512i zero = _mm512_setzero_si512();
+  for (int64_t b = 0; b < nb; b += 2) {
+    const bool two = b + 1 < nb;  // an odd last block runs in the lower half only
+    __m512i wv[R];
+    __m512 dw[R];
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* p = w + r * ldw + b * BB;
+      __builtin_prefetch(p + R * ldw);
+      __builtin_prefetch(p + R * ldw + 64);
+      const float d0 = half_to_float<A>(static_cast<uint16_t>(p[0] | (p[1] << 8)));
+      const float d1 = two ? half_to_float<A>(static_cast<uint16_t>(p[BB] | (p[BB + 1] << 8))) : 0.0f;
+      dw[r] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(d0)), _mm256_set1_ps(d1), 1);
+      if constexpr (D == DType::Q8_0) {
+        const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2));
+        const __m256i hi = two ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + BB + 2)) : _mm256_setzero_si256();
+        wv[r] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+      } else {
+        const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2));
+        const __m128i hi = two ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + BB + 2)) : _mm_setzero_si128();
+        const __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);  // [bytes 0 | bytes 1]
+        const __m256i m = _mm256_set1_epi8(0x0f);
+        const __m256i l = _mm256_and_si256(v, m), h = _mm256_and_si256(_mm256_srli_epi16(v, 4), m);
+        const __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(l), h, 1);  // [lo0 lo1 hi0 hi1]
+        wv[r] = _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0));            // [lo0 hi0 lo1 hi1]
+      }
+    }
+    for (int c = 0; c < C; ++c) {
+      const int8_t* q = xq + c * K + b * 32;
+      const __m512i xv = two ? _mm512_loadu_si512(q)
+                             : _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q)));
+      const float* dxc = xd + c * nb + b;
+      const __m512 dx = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(dxc[0])),
+                                           _mm256_set1_ps(two ? dxc[1] : 0.0f), 1);
+      if constexpr (D == DType::Q8_0) {
+        const __mmask64 neg = _mm512_movepi8_mask(xv);
+        const __m512i ax = _mm512_abs_epi8(xv);
+        for (int r = 0; r < R; ++r) {
+          const __m512i sw = _mm512_mask_sub_epi8(wv[r], neg, zero, wv[r]);
+          const __m512i p = _mm512_dpbusd_epi32(zero, ax, sw);
+          acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw[r], dx), acc[r][c]);
+        }
+      } else {
+        const int32_t* s = xs + c * nb + b;
+        const __m512i init = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(-s[0])),
+                                                _mm256_set1_epi32(two ? -s[1] : 0), 1);
+        for (int r = 0; r < R; ++r) {
+          const __m512i p = _mm512_dpbusd_epi32(init, wv[r], xv);
+          acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw[r], dx), acc[r][c]);
+        }
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) out[c * ldo + r] = _mm512_reduce_add_ps(acc[r][c]);
+#elif defined(__AVX2__)
+  __m256 acc[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) acc[r][c] = _mm256_setzero_ps();
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int64_t b = 0; b < nb; ++b) {
+    __m256i wv[R];
+    float dw[R];
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* p = w + r * ldw + b * BB;
+      __builtin_prefetch(p + R * ldw);
+      dw[r] = half_to_float<A>(static_cast<uint16_t>(p[0] | (p[1] << 8)));
+      if constexpr (D == DType::Q8_0) {
+        wv[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2));
+      } else {
+        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2));
+        const __m128i m = _mm_set1_epi8(0x0f);
+        wv[r] = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_and_si128(v, m)),
+                                        _mm_and_si128(_mm_srli_epi16(v, 4), m), 1);
+      }
+    }
+    for (int c = 0; c < C; ++c) {
+      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + c * K + b * 32));
+      const float dx = xd[c * nb + b];
+      if constexpr (D == DType::Q8_0) {
+        const __m256i ax = _mm256_sign_epi8(xv, xv);
+        for (int r = 0; r < R; ++r) {
+          const __m256i p16 = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(wv[r], xv));  // |sums| <= 2 * 127 * 127
+          const __m256i p = _mm256_madd_epi16(p16, ones);
+          acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw[r] * dx), acc[r][c]);
+        }
+      } else {
+        const __m256i s = _mm256_set1_epi32(xs[c * nb + b]);  // 8 lanes x sum(x) = 8 * sum(x)
+        for (int r = 0; r < R; ++r) {
+          const __m256i p = _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(wv[r], xv), ones), s);
+          acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw[r] * dx), acc[r][c]);
+        }
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) {
+      const __m128 v = _mm_add_ps(_mm256_castps256_ps128(acc[r][c]), _mm256_extractf128_ps(acc[r][c], 1));
+      const __m128 v2 = _mm_add_ps(v, _mm_movehl_ps(v, v));
+      out[c * ldo + r] = _mm_cvtss_f32(_mm_add_ss(v2, _mm_shuffle_ps(v2, v2, 1)));
+    }
+#elif defined(__aarch64__)
+  float32x4_t acc[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) acc[r][c] = vdupq_n_f32(0.0f);
+  for (int64_t b = 0; b < nb; ++b) {
+    int8x16_t w0[R], w1[R];
+    float dw[R];
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* p = w + r * ldw + b * BB;
+      __builtin_prefetch(p + R * ldw);
+      dw[r] = half_to_float<A>(static_cast<uint16_t>(p[0] | (p[1] << 8)));
+      if constexpr (D == DType::Q8_0) {
+        w0[r] = vld1q_s8(reinterpret_cast<const int8_t*>(p + 2));
+        w1[r] = vld1q_s8(reinterpret_cast<const int8_t*>(p + 18));
+      } else {
+        const uint8x16_t v = vld1q_u8(p + 2);
+        w0[r] = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0f))), vdupq_n_s8(8));
+        w1[r] = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(v, 4)), vdupq_n_s8(8));
+      }
+    }
+    for (int c = 0; c < C; ++c) {
+      const int8_t* q = xq + c * K + b * 32;
+      const int8x16_t x0 = vld1q_s8(q), x1 = vld1q_s8(q + 16);
+      const float dx = xd[c * nb + b];
+      for (int r = 0; r < R; ++r) {
+        const int16x8_t p0 = vmlal_high_s8(vmull_s8(vget_low_s8(w0[r]), vget_low_s8(x0)), w0[r], x0);
+        const int16x8_t p1 = vmlal_high_s8(vmull_s8(vget_low_s8(w1[r]), vget_low_s8(x1)), w1[r], x1);
+        const int32x4_t s = vpadalq_s16(vpaddlq_s16(p0), p1);
+        acc[r][c] = vfmaq_n_f32(acc[r][c], vcvtq_f32_s32(s), dw[r] * dx);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) out[c * ldo + r] = vaddvq_f32(acc[r][c]);
+#else
+  (void)xs;
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) {
+      float acc = 0.0f;
+      const uint8_t* row = w + r * ldw;
+      for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* p = row + b * BB;
+        const int8_t* q = xq + c * K + b * 32;
+        int32_t isum = 0;
+        if constexpr (D == DType::Q8_0) {
+          for (int i = 0; i < 32; ++i) isum += static_cast<int8_t>(p[2 + i]) * q[i];
+        } else {
+          for (int j = 0; j < 16; ++j) isum += ((p[2 + j] & 0x0f) - 8) * q[j] + ((p[2 + j] >> 4) - 8) * q[j + 16];
+        }
+        acc += half_to_float<A>(static_cast<uint16_t>(p[0] | (p[1] << 8))) * xd[c * nb + b] * static_cast<float>(isum);
+      }
+      out[c * ldo + r] = acc;
+    }
+#endif
+}
+
+// Tile sizes: R rows of W x C tokens, what the registers hold (16 vector registers for AVX2
+// and SSE2, 32 for AVX-512 and NEON).
+#if defined(__AVX512F__) && defined(__AVX512VNNI__)
+constexpr int kQRows = 4, kQToks = 4;
+#elif defined(__aarch64__)
+constexpr int kQRows = 4, kQToks = 2;
+#else
+constexpr int kQRows = 4, kQToks = 2;
+#endif
+
+// out[t * ldo + n] for n < N, t < T: blocks of kQRows rows of W (kept in L1), each against all
+// T tokens, kQToks at a time. T == 1 is the decode GEMV.
+template <class A, DType D>
+void qmatmul(float* out, int64_t ldo, const QuantizedActs& x, int64_t T, const uint8_t* w, int64_t ldw, int64_t N) {
+  constexpr int R = kQRows, C = kQToks;
+  int64_t n = 0;
+  for (; n + R <= N; n += R) {
+    int64_t t = 0;
+    for (; t + C <= T; t += C) qtile<A, D, R, C>(out + t * ldo + n, ldo, x, t, w + n * ldw, ldw);
+    for (; t < T; ++t) qtile<A, D, R, 1>(out + t * ldo + n, ldo, x, t, w + n * ldw, ldw);
+  }
+  for (; n < N; ++n) {
+    int64_t t = 0;
+    for (; t + C <= T; t += C) qtile<A, D, 1, C>(out + t * ldo + n, ldo, x, t, w + n * ldw, ldw);
+    for (; t < T; ++t) qtile<A, D, 1, 1>(out + t * ldo + n, ldo, x, t, w + n * ldw, ldw);
+  }
+}
+
 // ---- attention and SSM ------------------------------------------------------------------------
 
 // out = sum_j p[j] v_j over keys first..last (p = scores), in column blocks of up to four
@@ -607,6 +845,8 @@ const Kernels& kernel_table() {
       .pack_w_bf16 = pack_w<A, DType::BF16>,
       .pack_x = pack_x<A>,
       .gemm_tile = gemm_tile<A>,
+      .qmatmul_q8_0 = qmatmul<A, DType::Q8_0>,
+      .qmatmul_q4_0 = qmatmul<A, DType::Q4_0>,
       .attend = attend<A>,
       .ssm_step = ssm_step<A>,
   };

@@ -11,6 +11,11 @@
 //       for each x panel (mr rows x kKc, stays in L1), for each nr sliver of the W block:
 //         gemm_tile: an mr x nr block of out in registers, kKc multiply-adds deep.
 // F16/BF16 weights are converted while packing, so the tile kernel only ever sees F32.
+//
+// Quantized weights (Q8_0, Q4_0) take another road, the same for T == 1 and T > 1: the threads
+// quantize the rows of x to Q8 blocks once (shared scratch), then each thread runs the
+// integer-dot kernel over its own contiguous range of rows of W, every row block against all
+// tokens (quantized W is 4-7x smaller than F32, so a block of its rows stays in L1).
 #include <algorithm>
 
 #include "tensor/cpu/ops.hpp"
@@ -123,6 +128,31 @@ void gemm(const Kernels& k, Scratch& s, const Tensor& out, const Tensor& x, cons
   }
 }
 
+void qmatmul(const Kernels& k, Scratch& s, const Tensor& out, const Tensor& x, const Tensor& w,
+             const Tensor& bias) {
+  const int64_t T = x.rows(), K = x.cols(), N = w.rows();
+  const int64_t ldw = static_cast<int64_t>(dtype_bytes(w.dtype, w.row_stride()));
+  const size_t bytes = QuantizedActs::bytes_for(T, K);
+  QuantizedActs xq = QuantizedActs::carve(s.shared((bytes + sizeof(float) - 1) / sizeof(float)), T, K);
+  const auto kernel = w.dtype == DType::Q8_0 ? k.qmatmul_q8_0 : k.qmatmul_q4_0;
+  const auto* wp = static_cast<const uint8_t*>(w.data);
+  // Work in bytes of W read times tokens: a decode GEMV of a small matrix stays on one thread.
+  const int nt = static_cast<int>(std::min<int64_t>(threads_for(T * N * K), N));
+#pragma omp parallel num_threads(nt)
+  {
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < T; ++t) quantize_acts_row(x.row<float>(t), xq, t);
+    const Range r = split(N, omp_get_num_threads(), omp_get_thread_num(), 16);
+    if (r.end > r.begin) {
+      kernel(out.row<float>(0) + r.begin, out.row_stride(), xq, T, wp + r.begin * ldw, ldw, r.end - r.begin);
+      if (!bias.empty())
+        for (int64_t i = 0; i < T; ++i)
+          k.add(out.row<float>(i) + r.begin, out.row<float>(i) + r.begin, bias.ptr<float>() + r.begin,
+                r.end - r.begin);
+    }
+  }
+}
+
 }  // namespace
 
 void matmul(const Kernels& k, Scratch& s, const Tensor& out, const Tensor& x, const Tensor& w,
@@ -134,7 +164,9 @@ void matmul(const Kernels& k, Scratch& s, const Tensor& out, const Tensor& x, co
       for (int64_t n = 0; n < w.rows(); ++n) out.row<float>(t)[n] = bias.empty() ? 0.0f : bias.ptr<float>()[n];
     return;
   }
-  if (x.rows() == 1)
+  if (w.dtype == DType::Q8_0 || w.dtype == DType::Q4_0)
+    qmatmul(k, s, out, x, w, bias);
+  else if (x.rows() == 1)
     gemv(k, out, x, w, bias);
   else
     gemm(k, s, out, x, w, bias);

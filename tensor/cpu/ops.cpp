@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "tensor/cpu/reference.hpp"
+#include "tensor/quant.hpp"
 
 namespace purellm::cpu {
 
@@ -69,6 +70,8 @@ void embed(const Kernels& k, const Tensor& out, const Tensor& table, std::span<c
     switch (table.dtype) {
       case DType::F16: return k.f16_to_f32(o, table.row<uint16_t>(id), D);
       case DType::BF16: return k.bf16_to_f32(o, table.row<uint16_t>(id), D);
+      case DType::Q8_0: return dequantize_row_q8_0(table.row(id), o, D);
+      case DType::Q4_0: return dequantize_row_q4_0(table.row(id), o, D);
       default: std::memcpy(o, table.row<float>(id), static_cast<size_t>(D) * sizeof(float));
     }
   });

@@ -1,5 +1,7 @@
 #include "tensor/cpu/reference.hpp"
 
+#include "tensor/quant.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
@@ -66,12 +68,21 @@ void check_vector(const char* op, const char* what, const Tensor& v, int64_t n) 
 }
 
 bool is_float_weight(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
+bool is_quantized(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
+
+// A weight (matmul) or table (embed) operand: a float type with contiguous rows, or a block
+// type whose rows hold whole blocks (and start on block boundaries).
+bool is_weight_operand(const Tensor& w) {
+  if (w.ndim < 1 || w.stride[static_cast<size_t>(w.ndim - 1)] != 1) return false;
+  if (is_float_weight(w.dtype)) return true;
+  return is_quantized(w.dtype) && w.cols() % kQuantBlock == 0 && w.row_stride() % kQuantBlock == 0;
+}
 
 }  // namespace
 
 void check_embed(const Tensor& out, const Tensor& table, std::span<const int32_t> ids) {
   check_f32_rows("embed", "output", out);
-  if (!is_float_weight(table.dtype) || table.stride[static_cast<size_t>(table.ndim - 1)] != 1)
+  if (!is_weight_operand(table))
     fail("embed", "unsupported table " + table.describe());
   if (out.rows() != static_cast<int64_t>(ids.size()) || out.cols() != table.cols())
     fail("embed", "output " + out.describe() + " vs table " + table.describe());
@@ -85,8 +96,9 @@ void check_matmul(const Tensor& out, const Tensor& x, const Tensor& w, const Ten
   check_f32_rows("matmul", "x", x);
   check_f32_rows("matmul", "out", out);
   const int64_t T = x.rows(), K = x.cols(), N = w.rows();
-  if (!is_float_weight(w.dtype) || w.stride[static_cast<size_t>(w.ndim - 1)] != 1)
-    fail("matmul", "unsupported weight " + w.describe());
+  if (!is_weight_operand(w))
+    fail("matmul", "unsupported weight " + w.describe() +
+                       (is_quantized(w.dtype) ? " (quantized rows need a multiple of 32 values)" : ""));
   if (w.cols() != K) fail("matmul", "x " + x.describe() + " vs weight " + w.describe());
   if (out.rows() != T || out.cols() != N)
     fail("matmul", "output " + out.describe() + " should be [" + std::to_string(T) + ", " +
@@ -194,6 +206,8 @@ void weight_row_f32(const Tensor& w, int64_t r, float* dst) {
       for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(s[i]);
       return;
     }
+    case DType::Q8_0: return dequantize_row_q8_0(w.row(r), dst, n);
+    case DType::Q4_0: return dequantize_row_q4_0(w.row(r), dst, n);
     default:
       fail("weight_row_f32", "unsupported weight dtype " + w.describe());
   }
@@ -206,8 +220,53 @@ void embed(const Tensor& out, const Tensor& table, std::span<const int32_t> ids)
   }
 }
 
+namespace {
+
+// The integer dot product of one quantized weight row with one quantized activation row:
+//   sum over blocks b of d_w[b] * d_x[b] * sum_i qw[b, i] * qx[b, i]   (Q4_0: qw - 8)
+// Integer sums are exact; the blocks are summed in double.
+double quantized_dot(DType dtype, const void* wrow, const QuantizedActs& a, int64_t t) {
+  const int64_t nb = a.K / kQuantBlock;
+  const int8_t* qx = a.q_row(t);
+  const float* dx = a.d_row(t);
+  double acc = 0.0;
+  for (int64_t b = 0; b < nb; ++b) {
+    int32_t isum = 0;
+    float dw;
+    if (dtype == DType::Q8_0) {
+      const BlockQ8_0& blk = static_cast<const BlockQ8_0*>(wrow)[b];
+      dw = f16_to_f32(blk.d);
+      for (int i = 0; i < kQuantBlock; ++i) isum += blk.q[i] * qx[b * kQuantBlock + i];
+    } else {
+      const BlockQ4_0& blk = static_cast<const BlockQ4_0*>(wrow)[b];
+      dw = f16_to_f32(blk.d);
+      for (int j = 0; j < kQuantBlock / 2; ++j)
+        isum += ((blk.q[j] & 0x0f) - 8) * qx[b * kQuantBlock + j] + ((blk.q[j] >> 4) - 8) * qx[b * kQuantBlock + j + 16];
+    }
+    acc += static_cast<double>(dw) * static_cast<double>(dx[b]) * isum;
+  }
+  return acc;
+}
+
+// Quantized weights: every row of x is quantized to Q8 blocks first (quant.hpp), then each
+// output is the integer dot product above. This is what every SIMD version computes.
+void matmul_quantized(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& bias) {
+  const int64_t T = x.rows(), K = x.cols(), N = w.rows();
+  std::vector<char> memory(QuantizedActs::bytes_for(T, K) + 64);
+  void* aligned = memory.data() + (64 - reinterpret_cast<uintptr_t>(memory.data()) % 64) % 64;
+  QuantizedActs a = QuantizedActs::carve(aligned, T, K);
+  for (int64_t t = 0; t < T; ++t) quantize_acts_row(x.row<float>(t), a, t);
+  for (int64_t n = 0; n < N; ++n) {
+    const double b = bias.empty() ? 0.0 : bias.ptr<float>()[n];
+    for (int64_t t = 0; t < T; ++t) out.row<float>(t)[n] = static_cast<float>(quantized_dot(w.dtype, w.row(n), a, t) + b);
+  }
+}
+
+}  // namespace
+
 void matmul(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& bias) {
   check_matmul(out, x, w, bias);
+  if (is_quantized(w.dtype)) return matmul_quantized(out, x, w, bias);
   const int64_t T = x.rows(), K = x.cols(), N = w.rows();
   std::vector<float> wrow(static_cast<size_t>(K));
   for (int64_t n = 0; n < N; ++n) {

@@ -1,0 +1,47 @@
+#include "tensor/cpu/bandwidth.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+
+#include "tensor/cpu/kernels.hpp"
+
+namespace purellm::cpu {
+
+BandwidthProbe::BandwidthProbe(size_t bytes) : buf_(bytes, /*huge_pages=*/true) {
+  float* p = buf_.as<float>();
+  const auto n = static_cast<int64_t>(bytes / sizeof(float));
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) p[i] = static_cast<float>(i & 1023);
+}
+
+float BandwidthProbe::sum(int threads) const {
+  const Kernels* k = kernels_for(default_isa());
+  const float* p = buf_.as<const float>();
+  const auto n = static_cast<int64_t>(buf_.size() / sizeof(float));
+  float s = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : s)
+  {
+    const int64_t b = n * omp_get_thread_num() / omp_get_num_threads();
+    const int64_t e = n * (omp_get_thread_num() + 1) / omp_get_num_threads();
+    if (k) {
+      s += k->sum(p + b, e - b);
+    } else {
+      for (int64_t i = b; i < e; ++i) s += p[i];
+    }
+  }
+  return s;
+}
+
+double BandwidthProbe::measure(int threads, int passes) const {
+  double best = 0;
+  volatile float sink = 0;
+  for (int rep = 0; rep < passes; ++rep) {
+    const double t0 = omp_get_wtime();
+    sink = sink + sum(threads);
+    best = std::max(best, static_cast<double>(buf_.size()) / (omp_get_wtime() - t0));
+  }
+  return best;
+}
+
+}  // namespace purellm::cpu

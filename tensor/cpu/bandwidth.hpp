@@ -1,0 +1,26 @@
+// The machine's read bandwidth, measured: a read-only SIMD sum over a large buffer on all
+// threads, each summing one contiguous part with the widest sum kernel of this CPU (a scalar
+// loop would understate what the memory can do). Shared by bench_kernels and the bench app,
+// which report decode GB/s as a share of it.
+#pragma once
+
+#include <cstddef>
+
+#include "tensor/tensor.hpp"
+
+namespace purellm::cpu {
+
+class BandwidthProbe {
+ public:
+  explicit BandwidthProbe(size_t bytes = size_t{1} << 30);  // 1 GiB: far past any L3
+  size_t bytes() const { return buf_.size(); }
+  // One pass over the buffer on `threads` threads; the sum keeps the reads alive.
+  float sum(int threads) const;
+  // Bytes per second of the best of `passes` timed passes on `threads` threads.
+  double measure(int threads, int passes = 3) const;
+
+ private:
+  AlignedBuffer buf_;
+};
+
+}  // namespace purellm::cpu
