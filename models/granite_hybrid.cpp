@@ -268,7 +268,7 @@ GraniteWeights load_weights(const GraniteConfig& c, WeightLoader& w) {
     }
     if (c.n_experts) {
       const std::string e = p + "block_sparse_moe.";
-      L.router = w.matrix(e + "router.layer.weight", c.n_experts, D);
+      L.router = w.f32(e + "router.layer.weight", {c.n_experts, D});  // kept F32 under --dtype: it picks experts
       L.experts_in = w.matrices(e + "input_linear.weight", c.n_experts, 2 * int64_t{c.expert_size}, D);
       L.experts_out = w.matrices(e + "output_linear.weight", c.n_experts, D, c.expert_size);
       g.expert_bytes += L.experts_in.nbytes() + L.experts_out.nbytes();
