@@ -43,43 +43,43 @@ enum class Mixer { Attention, Mamba };
 
 struct GraniteConfig {
   std::string model_type;   // model_type: granite | granitemoe | granitemoeshared | granitemoehybrid
-  int64_t vocab_size;       // vocab_size
-  int hidden_size;          // hidden_size: D
-  int n_layers;             // num_hidden_layers
+  int64_t vocab_size{};     // vocab_size
+  int hidden_size{};        // hidden_size: D
+  int n_layers{};           // num_hidden_layers
   std::vector<Mixer> mixer; // layer_types: "mamba" | "attention" per layer (hybrid; else all attention)
   // attention layers
-  int n_heads;              // num_attention_heads
-  int n_kv_heads;           // num_key_value_heads
-  int head_dim;             // hidden_size / num_attention_heads
-  bool attention_bias;      // attention_bias: q/k/v/o biases
-  bool rope;                // position_embedding_type == "rope" (hybrid default: none, "nope")
+  int n_heads{};            // num_attention_heads
+  int n_kv_heads{};         // num_key_value_heads
+  int head_dim{};           // hidden_size / num_attention_heads
+  bool attention_bias{};    // attention_bias: q/k/v/o biases
+  bool rope{};              // position_embedding_type == "rope" (hybrid default: none, "nope")
   RopeConfig rope_config;   // rope_theta + rope_scaling (v4) or rope_parameters (v5)
-  int64_t max_positions;    // max_position_embeddings
+  int64_t max_positions{};  // max_position_embeddings
   // the four multipliers
-  float embedding_multiplier;  // embedding_multiplier: h0 = embed[id] * m
-  float attention_multiplier;  // attention_multiplier: the score scale
-  float residual_multiplier;   // residual_multiplier: h += branch * m
-  float logits_scaling;        // logits_scaling: logits = head(h) / s
+  float embedding_multiplier{}; // embedding_multiplier: h0 = embed[id] * m
+  float attention_multiplier{}; // attention_multiplier: the score scale
+  float residual_multiplier{};  // residual_multiplier: h += branch * m
+  float logits_scaling{};       // logits_scaling: logits = head(h) / s
   // FFN
-  int mlp_size;             // intermediate_size of granite's dense MLP (gate/up/down_proj), 0: none
-  bool mlp_bias;            // mlp_bias (granite dense)
-  int shared_size;          // shared_intermediate_size: F of shared_mlp, 0: none
-  int n_experts;            // num_local_experts: E (0: no MoE)
-  int top_k;                // num_experts_per_tok
-  int expert_size;          // intermediate_size: I, each expert's width
+  int mlp_size{};           // intermediate_size of granite's dense MLP (gate/up/down_proj), 0: none
+  bool mlp_bias{};          // mlp_bias (granite dense)
+  int shared_size{};        // shared_intermediate_size: F of shared_mlp, 0: none
+  int n_experts{};          // num_local_experts: E (0: no MoE)
+  int top_k{};              // num_experts_per_tok
+  int expert_size{};        // intermediate_size: I, each expert's width
   // Mamba2 layers
-  int mamba_heads;          // mamba_n_heads
-  int mamba_head_dim;       // mamba_d_head: P ("auto": d_inner / n_heads)
-  int d_state;              // mamba_d_state: N
-  int d_conv;               // mamba_d_conv: K
-  int n_groups;             // mamba_n_groups: G
-  int d_inner;              // mamba_expand * hidden_size
-  int chunk_size;           // mamba_chunk_size (the SSD chunk length of the prefill scan)
-  bool conv_bias;           // mamba_conv_bias
-  bool proj_bias;           // mamba_proj_bias: in_proj / out_proj biases
-  float dt_min, dt_max;     // time_step_limit: clamp of softplus(dt) ((0, inf): none)
-  float rms_norm_eps;       // rms_norm_eps (every norm, the gated Mamba norm too)
-  bool tie_word_embeddings; // tie_word_embeddings
+  int mamba_heads{};        // mamba_n_heads
+  int mamba_head_dim{};     // mamba_d_head: P ("auto": d_inner / n_heads)
+  int d_state{};            // mamba_d_state: N
+  int d_conv{};             // mamba_d_conv: K
+  int n_groups{};           // mamba_n_groups: G
+  int d_inner{};            // mamba_expand * hidden_size
+  int chunk_size{};         // mamba_chunk_size (the SSD chunk length of the prefill scan)
+  bool conv_bias{};         // mamba_conv_bias
+  bool proj_bias{};         // mamba_proj_bias: in_proj / out_proj biases
+  float dt_min{}, dt_max{}; // time_step_limit: clamp of softplus(dt) ((0, inf): none)
+  float rms_norm_eps{};     // rms_norm_eps (every norm, the gated Mamba norm too)
+  bool tie_word_embeddings{}; // tie_word_embeddings
 
   int conv_dim() const { return d_inner + 2 * n_groups * d_state; }          // xBC width
   int in_proj_dim() const { return d_inner + conv_dim() + mamba_heads; }     // [z | xBC | dt]
@@ -473,7 +473,7 @@ class Granite final : public Model {
     for (int64_t t = 0; t < T; ++t) {
       const float* r = router_host_.data() + t * E;
       std::iota(order.begin(), order.end(), 0);
-      std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return r[a] > r[b]; });
+      std::sort(order.begin(), order.end(), [&](int a, int b) { return r[a] > r[b] || (r[a] == r[b] && a < b); });
       const float top = r[order[0]];
       double sum = 0;
       for (int i = 0; i < c_.top_k; ++i) sum += std::exp(static_cast<double>(r[order[static_cast<size_t>(i)]] - top));
