@@ -103,6 +103,14 @@ Args parse_args(int argc, char** argv) {
   return a;
 }
 
+// The table's name for a source: a shape's name ("tinyllama-1.1b", or a .json path's stem), a
+// checkpoint's folder name.
+std::string row_name(const std::string& source, bool is_shape) {
+  const std::filesystem::path p(source);
+  if (is_shape && p.extension() == ".json") return p.stem().string();
+  return is_shape ? source : p.filename().string();
+}
+
 std::string shape_path(const std::string& name) {
   if (name.size() > 5 && name.substr(name.size() - 5) == ".json") return name;
   return std::string(PURELLM_SHAPES_DIR) + "/" + name + ".json";
@@ -238,8 +246,7 @@ int run(const Args& a) {
         for (int64_t p : a.prompts) {
           const int threads = static_cast<int>(a.threads[ti]);
           const Row r = in_child([&] { return measure(a, source, is_shape, dt, threads, p); });
-          const std::string name = is_shape ? std::filesystem::path(source).stem().string()
-                                            : std::filesystem::path(source).filename().string();
+          const std::string name = row_name(source, is_shape);
           const std::string dname = dt.empty() ? "stored" : dt;
           if (!r.ok) {
             ++failures;

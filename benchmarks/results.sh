@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Regenerates benchmarks/RESULTS.md: the `bench` app's tables on this machine (random weights
+# with real shapes, benchmarks/shapes/*.json), with the machine and the commands that made them.
+#   benchmarks/results.sh [REPS]        (default 3; build first: scripts/setup.sh release)
+# Run it on a quiet machine: every row is a median, but a busy neighbour still shows.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+reps="${1:-3}"
+bench=build/release/bin/bench
+out=benchmarks/RESULTS.md
+[ -x "$bench" ] || { echo "build first: scripts/setup.sh release" >&2; exit 1; }
+
+# Each table: a title, then the bench arguments.
+tables=(
+  "Decode and prefill, every weight dtype, 2 threads"
+  "--shape gpt2 --shape tinyllama-1.1b -p 512 -n 64 -t 2 --dtype f32,f16,bf16,q8_0,q4_0"
+  "One thread against two (decode must scale)"
+  "--shape gpt2 -p 128 -n 64 -t 1,2 --dtype f32,q8_0"
+  "More shapes, as stored in their checkpoints (BF16) and as F32"
+  "--shape smollm2-135m --shape gpt2-medium --shape granite-4.0-h-350m -p 128 -n 64 -t 2 --dtype f32,bf16"
+  "Granite 4.0 H 350m: prefill length and decode context (Mamba2 state is constant)"
+  "--shape granite-4.0-h-350m -p 128,1024 -n 64 -t 2 --dtype bf16"
+)
+
+{
+  echo "# Benchmark results"
+  echo
+  echo "Made by \`benchmarks/results.sh $reps\` on $(date -u +%Y-%m-%d) at commit $(git rev-parse --short HEAD)."
+  echo "Machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores,"
+  echo "$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) of memory; CPU flags: $(grep -m1 -o -w -E 'avx512f|avx512_vnni|avx512_bf16|avx2|fma|f16c' /proc/cpuinfo | sort -u | tr '\n' ' ')."
+  echo
+  echo "Columns: prefill and decode tok/s are medians of $reps repetitions (min-max); decode GB/s is"
+  echo "decode tok/s x the weight bytes one token reads; % of bw divides it by the read bandwidth"
+  echo "measured with the same threads (512 MiB sum, printed under each table); prefill GFLOP/s"
+  echo "counts 2 flops per weight per token."
+  for ((i = 0; i < ${#tables[@]}; i += 2)); do
+    echo
+    echo "## ${tables[i]}"
+    echo
+    echo "\`bench ${tables[i + 1]} -r $reps\`"
+    echo
+    # shellcheck disable=SC2086
+    "$bench" ${tables[i + 1]} -r "$reps"
+  done
+} > "$out.tmp"
+mv "$out.tmp" "$out"
+echo "wrote $out"
