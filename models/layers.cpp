@@ -200,21 +200,28 @@ Tensor WeightLoader::host(const std::string& name, std::initializer_list<int64_t
   return files_.get(*full);
 }
 
+// Hands the finished weight to the backend. Of the host buffers made while loading it (random
+// values, a transpose, a dtype conversion), only the one the backend reads in place is kept;
+// the others are freed now, so memory holds each weight once, not once per step.
 Tensor WeightLoader::place(const Tensor& host_tensor) {
   if (plan_) return host_tensor;
   std::shared_ptr<void> keep;
   Tensor t = backend_->adopt_weight(host_tensor, keep);
   if (keep) memory_.push_back(std::move(keep));
+  for (auto& buffer : scratch_)
+    if (buffer.get() == host_tensor.data && t.data == host_tensor.data) memory_.push_back(std::move(buffer));
+  scratch_.clear();
   return t;
 }
 
-// New host memory for a contiguous tensor shaped like `like`, owned by the loader.
+// New host memory for a contiguous tensor shaped like `like`, held until the weight it
+// belongs to is placed.
 Tensor WeightLoader::alloc_host(const Tensor& like, DType dtype) {
   Tensor t = Tensor::contiguous_like(like, dtype, nullptr);
   auto memory = std::shared_ptr<void>(std::aligned_alloc(64, (t.nbytes() + 63) / 64 * 64), std::free);
   if (!memory) throw std::bad_alloc();
   t.data = memory.get();
-  memory_.push_back(std::move(memory));
+  scratch_.push_back(std::move(memory));
   return t;
 }
 

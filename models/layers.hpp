@@ -123,7 +123,8 @@ class WeightLoader {
   DType plan_dtype_;
   std::vector<PlannedTensor>* record_;
   std::vector<std::string> prefixes_;
-  std::vector<std::shared_ptr<void>> memory_;
+  std::vector<std::shared_ptr<void>> memory_;   // what the placed weights read
+  std::vector<std::shared_ptr<void>> scratch_;  // buffers of the weight being loaded
   uint64_t bytes_ = 0;
 };
 
