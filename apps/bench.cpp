@@ -9,7 +9,7 @@
 // peak RSS is its own): r repetitions of a prefill of p tokens and n decode steps on a fresh
 // cache; medians with min-max. Decode GB/s = decode tok/s x weight bytes one token reads; "% bw"
 // divides it by the read bandwidth of the same threads (the BandwidthProbe of bench_kernels,
-// 512 MiB, measured in its own child before the rows). Prefill GFLOP/s counts 2 multiply-adds
+// 512 MiB, best of 40 passes, measured in its own child before the rows). Prefill GFLOP/s counts 2 multiply-adds
 // per weight per token (weights per token ~ bytes per token / bytes per weight; attention
 // excluded). On a shared machine run with OMP_WAIT_POLICY=passive.
 #include <omp.h>
@@ -225,13 +225,15 @@ int run(const Args& a) {
   for (const auto& m : a.models) sources.emplace_back(m, false);
   for (const auto& s : a.shapes) sources.emplace_back(s, true);
   const std::vector<std::string> dtypes = a.dtypes.empty() ? std::vector<std::string>{""} : a.dtypes;
-  // Read bandwidth per thread count, each in its own child (its 512 MiB stay out of the rows).
+  // Read bandwidth per thread count, each in its own child (its 512 MiB stay out of the rows):
+  // the best of 40 passes (about half a second), so a busy neighbour on a shared machine for a
+  // moment does not lower the limit the rows are divided by.
   std::vector<double> bw;
   for (int64_t t : a.threads)
     bw.push_back(in_child([&] {
       Row r{};
       cpu::BandwidthProbe probe(size_t{512} << 20);
-      r.bandwidth = probe.measure(static_cast<int>(t));
+      r.bandwidth = probe.measure(static_cast<int>(t), 40);
       r.ok = 1;
       return r;
     }).bandwidth);
