@@ -9,9 +9,9 @@
 // peak RSS is its own): r repetitions of a prefill of p tokens and n decode steps on a fresh
 // cache; medians with min-max. Decode GB/s = decode tok/s x weight bytes one token reads; "% bw"
 // divides it by the read bandwidth of the same threads (the BandwidthProbe of bench_kernels,
-// 512 MiB, best of 40 passes, measured in its own child before the rows). Prefill GFLOP/s counts 2 multiply-adds
-// per weight per token (weights per token ~ bytes per token / bytes per weight; attention
-// excluded). On a shared machine run with OMP_WAIT_POLICY=passive.
+// 512 MiB, best of 40 passes, measured in its own child before the rows). Prefill GFLOP/s
+// counts 2 multiply-adds per weight per token (weights per token ~ bytes per token / bytes per
+// weight; attention excluded). On a shared machine run with OMP_WAIT_POLICY=passive.
 #include <omp.h>
 #include <sys/wait.h>
 #include <unistd.h>
