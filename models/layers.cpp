@@ -208,8 +208,9 @@ Tensor WeightLoader::place(const Tensor& host_tensor) {
   std::shared_ptr<void> keep;
   Tensor t = backend_->adopt_weight(host_tensor, keep);
   if (keep) memory_.push_back(std::move(keep));
-  for (auto& buffer : scratch_)
-    if (buffer.get() == host_tensor.data && t.data == host_tensor.data) memory_.push_back(std::move(buffer));
+  if (t.data == host_tensor.data)  // read in place: keep its buffer
+    for (auto& buffer : scratch_)
+      if (buffer.get() == t.data) memory_.push_back(std::move(buffer));
   scratch_.clear();
   return t;
 }

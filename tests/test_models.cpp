@@ -164,12 +164,13 @@ struct RoutingCheck {
   int wide_flips = 0;   // of those, rows whose F32 margin was not a near-tie
 };
 
-// The sorted top-k experts of router row r [E], and the margin between the k-th and (k+1)-th.
-std::vector<int64_t> top_experts(const float* r, int64_t E, int k, float* margin) {
+// The sorted top-k experts of router row r [E] (ties: lower expert first, as the model picks),
+// and, when asked, the margin between the k-th and (k+1)-th logit.
+std::vector<int64_t> top_experts(const float* r, int64_t E, int k, float* margin = nullptr) {
   std::vector<int64_t> idx(static_cast<size_t>(E));
   for (int64_t e = 0; e < E; ++e) idx[static_cast<size_t>(e)] = e;
-  std::sort(idx.begin(), idx.end(), [r](int64_t a, int64_t b) { return r[a] > r[b]; });
-  *margin = k < E ? r[idx[static_cast<size_t>(k - 1)]] - r[idx[static_cast<size_t>(k)]] : INFINITY;
+  std::sort(idx.begin(), idx.end(), [r](int64_t a, int64_t b) { return r[a] > r[b] || (r[a] == r[b] && a < b); });
+  if (margin) *margin = k < E ? r[idx[static_cast<size_t>(k - 1)]] - r[idx[static_cast<size_t>(k)]] : INFINITY;
   idx.resize(static_cast<size_t>(k));
   std::sort(idx.begin(), idx.end());
   return idx;
@@ -187,9 +188,9 @@ RoutingCheck compare_routing(const TraceRecorder& f32, const TraceRecorder& quan
     for (int64_t t = 0; t < T; ++t) {
       const float* rf = e.values.data() + t * E;
       const float* rq = q->values.data() + t * E;
-      float margin_f = 0.0f, margin_q = 0.0f, err = 0.0f;
+      float margin_f = 0.0f, err = 0.0f;
       for (int64_t i = 0; i < E; ++i) err = std::max(err, std::abs(rf[i] - rq[i]));
-      if (top_experts(rf, E, k, &margin_f) == top_experts(rq, E, k, &margin_q)) continue;
+      if (top_experts(rf, E, k, &margin_f) == top_experts(rq, E, k)) continue;
       ++check.flips;
       check.wide_flips += margin_f > 2 * err;
     }
