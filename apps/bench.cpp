@@ -10,8 +10,10 @@
 // cache; medians with min-max. Decode GB/s = decode tok/s x weight bytes one token reads; "% bw"
 // divides it by the read bandwidth of the same threads (the BandwidthProbe of bench_kernels,
 // 512 MiB, best of 40 passes, measured in its own child before the rows). Prefill GFLOP/s
-// counts 2 multiply-adds per weight per token (weights per token ~ bytes per token / bytes per
-// weight; attention excluded). On a shared machine run with OMP_WAIT_POLICY=passive.
+// counts 2 flops per weight per token (weights per token ~ bytes per token / bytes per weight;
+// attention excluded); "% of FMA" divides it by the F32 FMA throughput of the same threads
+// (measure_fma_flops: the widest FMA loop, out of registers, best of 10 passes). On a shared
+// machine run with OMP_WAIT_POLICY=passive.
 #include <omp.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -123,6 +125,7 @@ struct Row {
   double weight_bytes_per_token;
   double peak_rss;
   double bandwidth;         // bytes/s, from the probe
+  double fma_flops;         // F32 flops/s, from measure_fma_flops
   double flops_per_token;   // 2 x weights per token
   int ok;
   char error[200];
@@ -228,18 +231,23 @@ int run(const Args& a) {
   // Read bandwidth per thread count, each in its own child (its 512 MiB stay out of the rows):
   // the best of 40 passes (about half a second), so a busy neighbour on a shared machine for a
   // moment does not lower the limit the rows are divided by.
-  std::vector<double> bw;
-  for (int64_t t : a.threads)
-    bw.push_back(in_child([&] {
+  std::vector<double> bw, fma;
+  for (int64_t t : a.threads) {
+    const Row limits = in_child([&] {
       Row r{};
       cpu::BandwidthProbe probe(size_t{512} << 20);
       r.bandwidth = probe.measure(static_cast<int>(t), 40);
+      r.fma_flops = cpu::measure_fma_flops(static_cast<int>(t));
       r.ok = 1;
       return r;
-    }).bandwidth);
+    });
+    bw.push_back(limits.bandwidth);
+    fma.push_back(limits.fma_flops);
+  }
   if (!a.json) {
-    std::printf("| model | dtype | threads | prefill tok/s | decode tok/s | decode GB/s | %% of bw | prefill GFLOP/s | peak RSS MB |\n");
-    std::printf("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    std::printf("| model | dtype | threads | prefill tok/s | decode tok/s | decode GB/s | %% of bw | prefill GFLOP/s "
+                "| %% of FMA | peak RSS MB |\n");
+    std::printf("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   }
   int failures = 0;
   for (const auto& [source, is_shape] : sources)
@@ -259,18 +267,20 @@ int run(const Args& a) {
           const double gbs = r.decode_tok_s[0] * r.weight_bytes_per_token / 1e9;
           const double pct = bw[ti] > 0 ? 100.0 * gbs * 1e9 / bw[ti] : 0.0;
           const double gflops = r.prefill_tok_s[0] * r.flops_per_token / 1e9;
+          const double pct_fma = fma[ti] > 0 ? 100.0 * gflops * 1e9 / fma[ti] : 0.0;
           if (a.json) {
             std::printf("{\"shape\": \"%s\", \"dtype\": \"%s\", \"threads\": %d, \"prefill_tokens\": %lld, "
                         "\"prefill_tok_s\": %.3f, \"decode_tokens\": %lld, \"decode_tok_s\": %.3f, "
                         "\"weight_bytes_per_token\": %.0f, \"decode_gb_s\": %.4f, \"bandwidth_gb_s\": %.3f, "
-                        "\"pct_bandwidth\": %.2f, \"prefill_gflop_s\": %.3f, \"peak_rss_bytes\": %.0f}\n",
+                        "\"pct_bandwidth\": %.2f, \"prefill_gflop_s\": %.3f, \"fma_gflop_s\": %.3f, "
+                        "\"pct_fma\": %.2f, \"peak_rss_bytes\": %.0f}\n",
                         name.c_str(), dname.c_str(), threads, static_cast<long long>(p), r.prefill_tok_s[0],
                         static_cast<long long>(a.n_gen), r.decode_tok_s[0], r.weight_bytes_per_token, gbs,
-                        bw[ti] / 1e9, pct, gflops, r.peak_rss);
+                        bw[ti] / 1e9, pct, gflops, fma[ti] / 1e9, pct_fma, r.peak_rss);
           } else {
-            std::printf("| %s | %s | %d | %s (p%lld) | %s | %.2f | %.0f%% | %.1f | %.0f |\n", name.c_str(), dname.c_str(),
-                        threads, range(r.prefill_tok_s).c_str(), static_cast<long long>(p),
-                        range(r.decode_tok_s).c_str(), gbs, pct, gflops, r.peak_rss / 1e6);
+            std::printf("| %s | %s | %d | %s (p%lld) | %s | %.2f | %.0f%% | %.1f | %.0f%% | %.0f |\n", name.c_str(),
+                        dname.c_str(), threads, range(r.prefill_tok_s).c_str(), static_cast<long long>(p),
+                        range(r.decode_tok_s).c_str(), gbs, pct, gflops, pct_fma, r.peak_rss / 1e6);
           }
           std::fflush(stdout);
         }
@@ -278,6 +288,9 @@ int run(const Args& a) {
     std::printf("\nread bandwidth (BandwidthProbe, 512 MiB):");
     for (size_t ti = 0; ti < a.threads.size(); ++ti)
       std::printf(" %lld threads %.1f GB/s;", static_cast<long long>(a.threads[ti]), bw[ti] / 1e9);
+    std::printf("\nF32 FMA throughput (measure_fma_flops):");
+    for (size_t ti = 0; ti < a.threads.size(); ++ti)
+      std::printf(" %lld threads %.1f GFLOP/s;", static_cast<long long>(a.threads[ti]), fma[ti] / 1e9);
     std::printf(" decode %lld tokens, %d repetitions, medians (min-max)\n", static_cast<long long>(a.n_gen), a.reps);
   }
   return failures ? 1 : 0;

@@ -5,6 +5,12 @@
 #include <stdexcept>
 #include <string>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#elif defined(__aarch64__)
+#include <arm_neon.h>
+#endif
+
 namespace purellm {
 
 // ggml's quantize_row_q8_0_ref: d = amax / 127, q = roundf(x * (1 / d)).
@@ -106,27 +112,75 @@ QuantizedActs QuantizedActs::carve(void* memory, int64_t T, int64_t K) {
   return a;
 }
 
-// Round half to even (std::nearbyint in the default rounding mode), the rounding of the SIMD
-// float -> int conversions, so a vector version of this loop could match it bit for bit.
+namespace {
+
+// The largest |x[i]| of one block, and q[i] = x[i] * id rounded half to even (std::nearbyint
+// in the default rounding mode), returning the sum of the q[i]. SSE2's cvtps2dq and NEON's
+// fcvtns round exactly so, four values an instruction, where nearbyint is a library call per
+// value; the products x[i] * id are the same float multiplies on every path.
+#if defined(__SSE2__)
+float block_amax(const float* x) {
+  const __m128 sign = _mm_set1_ps(-0.0f);
+  __m128 m = _mm_setzero_ps();
+  for (int i = 0; i < kQuantBlock; i += 4) m = _mm_max_ps(m, _mm_andnot_ps(sign, _mm_loadu_ps(x + i)));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  return _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1)));
+}
+int32_t round_block(const float* x, float id, int8_t* q) {
+  __m128i sum = _mm_setzero_si128();
+  for (int i = 0; i < kQuantBlock; i += 8) {
+    const __m128i a = _mm_cvtps_epi32(_mm_mul_ps(_mm_loadu_ps(x + i), _mm_set1_ps(id)));
+    const __m128i b = _mm_cvtps_epi32(_mm_mul_ps(_mm_loadu_ps(x + i + 4), _mm_set1_ps(id)));
+    sum = _mm_add_epi32(sum, _mm_add_epi32(a, b));
+    const __m128i w = _mm_packs_epi32(a, b);
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(q + i), _mm_packs_epi16(w, w));
+  }
+  sum = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, _MM_SHUFFLE(1, 0, 3, 2)));
+  sum = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm_cvtsi128_si32(sum);
+}
+#elif defined(__aarch64__)
+float block_amax(const float* x) {
+  float32x4_t m = vdupq_n_f32(0.0f);
+  for (int i = 0; i < kQuantBlock; i += 4) m = vmaxq_f32(m, vabsq_f32(vld1q_f32(x + i)));
+  return vmaxvq_f32(m);
+}
+int32_t round_block(const float* x, float id, int8_t* q) {
+  int32x4_t sum = vdupq_n_s32(0);
+  for (int i = 0; i < kQuantBlock; i += 8) {
+    const int32x4_t a = vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(x + i), id));
+    const int32x4_t b = vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(x + i + 4), id));
+    sum = vaddq_s32(sum, vaddq_s32(a, b));
+    const int16x8_t w = vcombine_s16(vqmovn_s32(a), vqmovn_s32(b));
+    vst1_s8(q + i, vqmovn_s16(w));
+  }
+  return vaddvq_s32(sum);
+}
+#else
+float block_amax(const float* x) {
+  float amax = 0.0f;
+  for (int i = 0; i < kQuantBlock; ++i) amax = std::fmax(amax, std::fabs(x[i]));
+  return amax;
+}
+int32_t round_block(const float* x, float id, int8_t* q) {
+  int32_t sum = 0;
+  for (int i = 0; i < kQuantBlock; ++i) {
+    q[i] = static_cast<int8_t>(std::nearbyint(x[i] * id));
+    sum += q[i];
+  }
+  return sum;
+}
+#endif
+
+}  // namespace
+
 void quantize_acts_row(const float* x, QuantizedActs& a, int64_t t) {
   const int64_t nb = a.K / kQuantBlock;
-  int8_t* q = a.q + t * a.K;
-  float* d = a.d + t * nb;
-  int32_t* s = a.s + t * nb;
   for (int64_t b = 0; b < nb; ++b) {
-    const float* xb = x + b * kQuantBlock;
-    float amax = 0.0f;
-    for (int i = 0; i < kQuantBlock; ++i) amax = std::fmax(amax, std::fabs(xb[i]));
-    const float db = amax / 127.0f;
+    const float db = block_amax(x + b * kQuantBlock) / 127.0f;
     const float id = db != 0.0f ? 1.0f / db : 0.0f;
-    int32_t sum = 0;
-    for (int i = 0; i < kQuantBlock; ++i) {
-      const auto v = static_cast<int8_t>(std::nearbyint(xb[i] * id));
-      q[b * kQuantBlock + i] = v;
-      sum += v;
-    }
-    d[b] = db;
-    s[b] = sum;
+    a.s[t * nb + b] = round_block(x + b * kQuantBlock, id, a.q + t * a.K + b * kQuantBlock);
+    a.d[t * nb + b] = db;
   }
 }
 

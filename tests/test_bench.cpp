@@ -20,7 +20,8 @@ std::vector<nlohmann::json> rows(const std::string& out) {
 
 void check_row(const nlohmann::json& j) {
   for (const char* key : {"shape", "dtype", "threads", "prefill_tokens", "prefill_tok_s", "decode_tokens", "decode_tok_s",
-                          "weight_bytes_per_token", "decode_gb_s", "peak_rss_bytes"})
+                          "weight_bytes_per_token", "decode_gb_s", "bandwidth_gb_s", "pct_bandwidth",
+                          "prefill_gflop_s", "fma_gflop_s", "pct_fma", "peak_rss_bytes"})
     EXPECT_TRUE(j.contains(key)) << key << " missing in " << j.dump();
   EXPECT_GT(j["prefill_tok_s"].get<double>(), 0.0) << j.dump();
   EXPECT_GT(j["decode_tok_s"].get<double>(), 0.0) << j.dump();
@@ -28,6 +29,11 @@ void check_row(const nlohmann::json& j) {
   EXPECT_GT(j["peak_rss_bytes"].get<double>(), 1e6) << j.dump();
   EXPECT_NEAR(j["decode_gb_s"].get<double>(),
               j["decode_tok_s"].get<double>() * j["weight_bytes_per_token"].get<double>() / 1e9, 1e-3) << j.dump();
+  // The machine's limits were measured, and the percentages are shares of them.
+  EXPECT_GT(j["bandwidth_gb_s"].get<double>(), 0.1) << j.dump();
+  EXPECT_GT(j["fma_gflop_s"].get<double>(), 0.1) << j.dump();
+  EXPECT_NEAR(j["pct_fma"].get<double>(), 100.0 * j["prefill_gflop_s"].get<double>() / j["fma_gflop_s"].get<double>(),
+              0.01 + 1e-3 * j["pct_fma"].get<double>()) << j.dump();
 }
 
 TEST(Bench, JsonRowsForAModelDir) {
@@ -56,7 +62,7 @@ TEST(Bench, RandomWeightShapeAndMarkdownTable) {
   EXPECT_EQ(js[1]["threads"], 2);
   const auto md = purellm::test::run_app(PURELLM_BIN_DIR, "bench", "--shape " + dir + "/config.json -p 4 -n 2 -t 1 -r 1");
   ASSERT_EQ(md.status, 0) << md.err;
-  EXPECT_NE(md.out.find("| model | dtype | threads | prefill tok/s | decode tok/s | decode GB/s |"), std::string::npos) << md.out;
+  EXPECT_NE(md.out.find("| model | dtype | threads | prefill tok/s | decode tok/s | decode GB/s | % of bw | prefill GFLOP/s | % of FMA |"), std::string::npos) << md.out;
   const auto bad = purellm::test::run_app(PURELLM_BIN_DIR, "bench", "--shape " + dir + "/config.json --dtype q9");
   EXPECT_EQ(bad.status, 1);
   EXPECT_NE(bad.err.find("unknown dtype"), std::string::npos) << bad.err;

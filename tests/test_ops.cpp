@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "tensor/cpu/cpu_backend.hpp"
+#include "tensor/cpu/kernels.hpp"
 #include "tensor/cpu/reference.hpp"
 #include "tensor/quant.hpp"
 #ifdef PURELLM_TEST_DEVICE
@@ -499,6 +500,7 @@ TEST_P(Ops, WarmOpsDoNotAllocate) {
 #endif
   const Tensor x1 = random(1, 768), xT = random(20, 768), w = random(300, 768), o1 = zeros(DType::F32, 1, 300),
                oT = zeros(DType::F32, 20, 300), nw = random(1, 768);
+  const Tensor xP = random(100, 768), oP = zeros(DType::F32, 100, 300);  // prefill: the GEMM road
   const Tensor q = random(3, 4 * 16), kv = random(40, 2 * 16), att = zeros(DType::F32, 3, 4 * 16);
   const Tensor cx = random(5, 600), cw = random(600, 4), cs = random(600, 4), co = zeros(DType::F32, 5, 600);
   const bool quantized = fast_->supports(Op::Matmul, DType::Q8_0);
@@ -518,6 +520,7 @@ TEST_P(Ops, WarmOpsDoNotAllocate) {
     if (quantized) {
       fast_->matmul(o1, x1, w8, Tensor{});
       fast_->matmul(oT, xT, w4, Tensor{});
+      fast_->matmul(oP, xP, w8, Tensor{});
     }
   };
   for (int threads : {1, 2}) {
@@ -542,7 +545,7 @@ const std::vector<int64_t> kQuantK = {32, 64, 4096 + 32};
 TEST_P(Ops, QuantizedMatmul) {
   SKIP_UNLESS_QUANTIZED(*fast_);
   for (DType dt : {DType::Q8_0, DType::Q4_0})
-    for (int64_t T : {1, 2, 5, 17})
+    for (int64_t T : {1, 2, 5, 17, 97})  // 97: past kQuantGemmTokens, the F32 GEMM road
       for (int64_t K : kQuantK)
         for (int64_t N : kQuantRows) {
           const int64_t pad = (N % 2) * 32;  // some weights strided by a block, x by a float
@@ -554,11 +557,12 @@ TEST_P(Ops, QuantizedMatmul) {
         }
 }
 
-// A prefill-sized GEMM and a decode GEMV on one and two threads (threads split rows of W).
+// A decode GEMV, a short prompt (integer kernels) and a long one (the F32 GEMM road), on one and
+// two threads (threads split rows of W).
 TEST_P(Ops, QuantizedMatmulThreads) {
   SKIP_UNLESS_QUANTIZED(*fast_);
   for (DType dt : {DType::Q8_0, DType::Q4_0})
-    for (int64_t T : {1, 37}) {
+    for (int64_t T : {1, 37, 97}) {
       const int64_t K = 320, N = 1031;
       const Tensor x = random(T, K), w = convert(random(N, K), dt), bias = random(1, N);
       const Tensor want = zeros(DType::F32, T, N);
@@ -649,6 +653,26 @@ TEST(Quant, RoundTripBounds) {
   for (int i = 0; i < 32; ++i) EXPECT_EQ(back[static_cast<size_t>(32 + i)], 0.0f);
 }
 
+// The FMA probe of bench (measure_fma_flops) does the work it counts: kFmaChains (12) chains of
+// `iters` FMAs per lane, every lane of a chain alike; its sum matches the scalar recurrence.
+TEST_P(Ops, FmaLoopCountsItsWork) {
+#ifdef PURELLM_TEST_DEVICE
+  GTEST_SKIP() << "a CPU kernel table only";
+#endif
+  const cpu::Kernels* k = cpu::kernels_for(GetParam());
+  if (!k) GTEST_SKIP() << "no kernel table for " << cpu::isa_name(GetParam());
+  const int64_t iters = 1001, lanes = k->nr / 2, chains = 12;
+  float sink = 0;
+  EXPECT_EQ(k->fma_loop(iters, &sink), 2.0 * static_cast<double>(chains * lanes * iters));
+  double want = 0;
+  for (int c = 0; c < chains; ++c) {
+    float acc = 0.001f * static_cast<float>(c);
+    for (int64_t i = 0; i < iters; ++i) acc = std::fma(acc, 0.999f, 0.001f);
+    want += static_cast<double>(lanes) * acc;
+  }
+  EXPECT_NEAR(sink, want, 1e-4 * want);  // (SSE2 multiplies and adds unfused; one step fewer: 5e-4)
+}
+
 // The GGUF layouts, on a block whose answer is known: x[i] = i - 8 for Q4_0 (max magnitude 23
 // at i = 31, d = 23 / -8) and x[i] = i - 16 for Q8_0 (amax 16 at i = 0, d = 16 / 127).
 TEST(Quant, GgufBlockLayout) {
@@ -671,6 +695,38 @@ TEST(Quant, GgufBlockLayout) {
     EXPECT_EQ(b4.q[j] & 0x0f, std::min(15, static_cast<int>(static_cast<int8_t>(x[j] * (1.0f / d) + 8.5f)))) << j;
     EXPECT_EQ(b4.q[j] >> 4, std::min(15, static_cast<int>(static_cast<int8_t>(x[j + 16] * (1.0f / d) + 8.5f)))) << j;
   }
+}
+
+// The activation quantizer: d = amax / 127 and q = x / d rounded half to even, as
+// std::nearbyint rounds. Block 0 has amax 127 (d = 1), so its halves are exact ties; blocks 1
+// and 2 are random (block 2 all zero: d = 0, q = 0); s is the sum of each block's q.
+TEST(Quant, ActivationQuantizerRoundsHalfToEven) {
+  const int64_t K = 96;
+  std::vector<float> x(K, 0.0f);
+  const float ties[] = {127.0f, 2.5f, 3.5f, -2.5f, -3.5f, 0.5f, -0.5f, 1.5f, -126.5f, 126.5f};
+  std::copy(std::begin(ties), std::end(ties), x.begin());
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-3.0f, 3.0f);
+  for (int64_t i = 32; i < 64; ++i) x[static_cast<size_t>(i)] = u(rng);
+  std::vector<uint8_t> mem(QuantizedActs::bytes_for(2, K) + 64);
+  QuantizedActs a = QuantizedActs::carve(mem.data() + (64 - reinterpret_cast<uintptr_t>(mem.data()) % 64) % 64, 2, K);
+  quantize_acts_row(x.data(), a, 1);
+  for (int64_t b = 0; b < K / 32; ++b) {
+    float amax = 0.0f;
+    for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[static_cast<size_t>(b * 32 + i)]));
+    const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    EXPECT_EQ(a.d_row(1)[b], d) << "block " << b;
+    int32_t sum = 0;
+    for (int i = 0; i < 32; ++i) {
+      const auto want = static_cast<int>(std::nearbyint(x[static_cast<size_t>(b * 32 + i)] * id));
+      EXPECT_EQ(a.q_row(1)[b * 32 + i], want) << "block " << b << " value " << i;
+      sum += want;
+    }
+    EXPECT_EQ(a.s_row(1)[b], sum) << "block " << b;
+  }
+  EXPECT_EQ(a.q_row(1)[1], 2);     // 2.5 -> 2
+  EXPECT_EQ(a.q_row(1)[2], 4);     // 3.5 -> 4
+  EXPECT_EQ(a.q_row(1)[8], -126);  // -126.5 -> -126
 }
 
 // ---- errors -----------------------------------------------------------------------------------

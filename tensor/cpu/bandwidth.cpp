@@ -44,4 +44,26 @@ double BandwidthProbe::measure(int threads, int passes) const {
   return best;
 }
 
+double measure_fma_flops(int threads, int passes) {
+  const Kernels* k = kernels_for(default_isa());
+  if (!k) return 0.0;  // the scalar reference (PURELLM_ISA=scalar) has no kernel table
+  constexpr int64_t kIters = int64_t{1} << 21;  // 2M steps: ~10-40 ms on one core
+  double best = 0;
+  volatile float sink = 0;
+  for (int rep = 0; rep < passes; ++rep) {
+    double flops = 0;
+    float s = 0;
+    const double t0 = omp_get_wtime();
+#pragma omp parallel num_threads(threads) reduction(+ : flops, s)
+    {
+      float one = 0;
+      flops += k->fma_loop(kIters, &one);
+      s += one;
+    }
+    best = std::max(best, flops / (omp_get_wtime() - t0));
+    sink = sink + s;
+  }
+  return best;
+}
+
 }  // namespace purellm::cpu

@@ -1,7 +1,8 @@
-// The machine's read bandwidth, measured: a read-only SIMD sum over a large buffer on all
-// threads, each summing one contiguous part with the widest sum kernel of this CPU (a scalar
-// loop would understate what the memory can do). Shared by bench_kernels and the bench app,
-// which report decode GB/s as a share of it.
+// The machine's limits, measured. Read bandwidth: a read-only SIMD sum over a large buffer on
+// all threads, each summing one contiguous part with the widest sum kernel of this CPU (a scalar
+// loop would understate what the memory can do). F32 FMA throughput: every thread runs the
+// widest FMA loop (Kernels::fma_loop) out of registers. Shared by bench_kernels and the bench
+// app, which report decode GB/s and prefill GFLOP/s as shares of them.
 #pragma once
 
 #include <cstddef>
@@ -22,5 +23,8 @@ class BandwidthProbe {
  private:
   AlignedBuffer buf_;
 };
+
+// F32 flops per second on `threads` threads, the best of `passes` passes of about 20 ms.
+double measure_fma_flops(int threads, int passes = 10);
 
 }  // namespace purellm::cpu

@@ -86,6 +86,9 @@ struct Kernels {
   void (*pack_w_f32)(float* dst, const float* w, int64_t ldw, int64_t rows, int64_t kc);
   void (*pack_w_f16)(float* dst, const uint16_t* w, int64_t ldw, int64_t rows, int64_t kc);
   void (*pack_w_bf16)(float* dst, const uint16_t* w, int64_t ldw, int64_t rows, int64_t kc);
+  // The same for Q8_0 / Q4_0 rows (ldw bytes apart, kc a multiple of 32), dequantized.
+  void (*pack_w_q8_0)(float* dst, const uint8_t* w, int64_t ldw, int64_t rows, int64_t kc);
+  void (*pack_w_q4_0)(float* dst, const uint8_t* w, int64_t ldw, int64_t rows, int64_t kc);
   // dst: [kc, mr] <- x[0:rows, 0:kc] transposed; rows < mr are zero-padded.
   void (*pack_x)(float* dst, const float* x, int64_t ldx, int64_t rows, int64_t kc);
   // c[mr, nr] (rows ldc apart) = (accumulate ? c : 0) + a^T b.  a: [kc, mr], b: [kc, nr] packed.
@@ -99,6 +102,11 @@ struct Kernels {
                        int64_t ldw, int64_t N);
   void (*qmatmul_q4_0)(float* out, int64_t ldo, const QuantizedActs& x, int64_t T, const uint8_t* w,
                        int64_t ldw, int64_t N);
+
+  // The FMA units' limit, for benchmarks: `iters` steps of kFmaChains independent vector FMA
+  // chains (acc = acc * m + a, enough chains to hide the FMA latency); *sink = the sum of all
+  // lanes of all chains. Returns the flops done (2 per lane per FMA).
+  double (*fma_loop)(int64_t iters, float* sink);
 
   void (*attend)(const AttendRow& row);
   void (*ssm_step)(const SsmStep& step);

@@ -375,6 +375,23 @@ float dot(const float* a, const float* b, int64_t n) {
   return s;
 }
 
+// ---- FMA throughput probe ---------------------------------------------------------------------
+
+constexpr int kFmaChains = 12;  // Zen 5: 2 FMA pipes x latency 4 = 8 in flight; 12 covers more
+
+template <class A>
+double fma_loop(int64_t iters, float* sink) {
+  V<A> acc[kFmaChains];
+  for (int c = 0; c < kFmaChains; ++c) acc[c] = V<A>(0.001f * static_cast<float>(c));
+  const V<A> m(0.999f), a(0.001f);
+  for (int64_t i = 0; i < iters; ++i)
+    for (int c = 0; c < kFmaChains; ++c) acc[c] = xsimd::fma(acc[c], m, a);
+  V<A> total(0.0f);
+  for (int c = 0; c < kFmaChains; ++c) total += acc[c];
+  *sink = xsimd::hadd(total);
+  return 2.0 * kFmaChains * static_cast<double>(kLanes<A>) * static_cast<double>(iters);
+}
+
 // ---- GEMV (decode) ----------------------------------------------------------------------------
 
 // y[r] = x . W[r] (+ bias[r]) for kRows consecutive rows; the x vector is loaded once per step
@@ -688,6 +705,35 @@ void qtile(float* out, int64_t ldo, const QuantizedActs& x, int64_t t0, const ui
 #endif
 }
 
+// Value i (< 32) of the block whose quants start at q, as an integer.
+template <DType D>
+int quant_value(const uint8_t* q, int i) {
+  if constexpr (D == DType::Q8_0) return static_cast<int8_t>(q[i]);
+  else return (i < 16 ? q[i] & 0x0f : q[i - 16] >> 4) - 8;
+}
+
+// pack_w for quantized W, dequantized: dst [kc, NR] <- W[0:rows, 0:kc] transposed, where W's
+// rows hold blocks of 32 and are ldw bytes apart; rows < NR are zero-padded. kc % 32 == 0.
+// The values d * q are exact in F32 (11-bit scale times a 7-bit integer).
+template <class A, DType D>
+void pack_w_quant(float* dst, const uint8_t* w, int64_t ldw, int64_t rows, int64_t kc) {
+  constexpr int64_t NR = 2 * kLanes<A>;
+  alignas(64) float tile[NR][32];
+  for (int64_t b = 0; b < kc / 32; ++b) {
+    for (int64_t j = 0; j < NR; ++j) {
+      if (j >= rows) {
+        std::memset(tile[j], 0, sizeof tile[j]);
+        continue;
+      }
+      const uint8_t* p = w + j * ldw + b * kBlockBytes<D>;
+      const float d = half_to_float<A>(static_cast<uint16_t>(p[0] | (p[1] << 8)));
+      for (int i = 0; i < 32; ++i) tile[j][i] = d * static_cast<float>(quant_value<D>(p + 2, i));
+    }
+    for (int i = 0; i < 32; ++i)
+      for (int64_t j = 0; j < NR; ++j) dst[(b * 32 + i) * NR + j] = tile[j][i];
+  }
+}
+
 // Tile sizes: R rows of W x C tokens, what the registers hold (16 vector registers for AVX2
 // and SSE2, 32 for AVX-512 and NEON).
 #if defined(__AVX512F__) && defined(__AVX512VNNI__)
@@ -843,10 +889,13 @@ const Kernels& kernel_table() {
       .pack_w_f32 = pack_w<A, DType::F32>,
       .pack_w_f16 = pack_w<A, DType::F16>,
       .pack_w_bf16 = pack_w<A, DType::BF16>,
+      .pack_w_q8_0 = pack_w_quant<A, DType::Q8_0>,
+      .pack_w_q4_0 = pack_w_quant<A, DType::Q4_0>,
       .pack_x = pack_x<A>,
       .gemm_tile = gemm_tile<A>,
       .qmatmul_q8_0 = qmatmul<A, DType::Q8_0>,
       .qmatmul_q4_0 = qmatmul<A, DType::Q4_0>,
+      .fma_loop = fma_loop<A>,
       .attend = attend<A>,
       .ssm_step = ssm_step<A>,
   };

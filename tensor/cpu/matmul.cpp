@@ -12,14 +12,19 @@
 //         gemm_tile: an mr x nr block of out in registers, kKc multiply-adds deep.
 // F16/BF16 weights are converted while packing, so the tile kernel only ever sees F32.
 //
-// Quantized weights (Q8_0, Q4_0) take another road, the same for T == 1 and T > 1: the threads
+// Quantized weights (Q8_0, Q4_0) with few tokens (decode) take another road: the threads
 // quantize the rows of x to Q8 blocks once (shared scratch), then each thread runs the
 // integer-dot kernel over its own contiguous range of rows of W, every row block against all
 // tokens (quantized W is 4-7x smaller than F32, so a block of its rows stays in L1).
+// With kQuantGemmTokens tokens or more (prefill) they go through the F32 GEMM above instead,
+// which is faster there than the integer kernels: W is dequantized while packing, and x is
+// rounded through the same activation quantizer first, so both roads multiply the same
+// numbers (d_w q_w times d_x q_x) and differ only in the order of the float sums.
 #include <algorithm>
 
 #include "tensor/cpu/ops.hpp"
 #include "tensor/cpu/reference.hpp"
+#include "tensor/quant.hpp"
 
 namespace purellm::cpu::fast {
 namespace {
@@ -27,6 +32,16 @@ namespace {
 constexpr int64_t kKc = 256;  // depth of a block: an x panel (mr x kKc) is 6 KiB
 constexpr int64_t kNc = 256;  // rows of W per packed block: kNc x kKc floats = 256 KiB
 constexpr int64_t kMaxTile = 6 * 64;  // mr * nr of the widest table, for edge tiles
+// From this many tokens on, quantized W goes through the F32 GEMM (GPT-2 shapes, 2 threads, AVX-512
+// VNNI: the integer kernels win at 64 tokens, the GEMM at 128).
+constexpr int64_t kQuantGemmTokens = 96;
+
+bool is_quantized(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
+
+// Row n of quantized W from column k0 (a multiple of 32) on.
+const uint8_t* quant_row(const Tensor& w, int64_t n, int64_t k0) {
+  return static_cast<const uint8_t*>(w.data) + dtype_bytes(w.dtype, n * w.row_stride() + k0);
+}
 
 void gemv(const Kernels& k, const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& bias) {
   const int64_t K = x.cols(), N = w.rows(), ldw = w.row_stride();
@@ -53,13 +68,15 @@ void gemv(const Kernels& k, const Tensor& out, const Tensor& x, const Tensor& w,
 // Packs rows [n0, n0 + rows) and columns [k0, k0 + kc) of W into dst as slivers of nr rows.
 void pack_w_block(const Kernels& k, float* dst, const Tensor& w, int64_t n0, int64_t rows, int64_t k0,
                   int64_t kc) {
-  const int64_t ldw = w.row_stride();
+  const int64_t ldw = w.row_stride(), ldb = static_cast<int64_t>(dtype_bytes(w.dtype, ldw));
   for (int64_t j = 0; j < rows; j += k.nr) {
     const int64_t nj = std::min<int64_t>(k.nr, rows - j);
     float* d = dst + j * kc;
     switch (w.dtype) {
       case DType::F16: k.pack_w_f16(d, w.row<uint16_t>(n0 + j) + k0, ldw, nj, kc); break;
       case DType::BF16: k.pack_w_bf16(d, w.row<uint16_t>(n0 + j) + k0, ldw, nj, kc); break;
+      case DType::Q8_0: k.pack_w_q8_0(d, quant_row(w, n0 + j, k0), ldb, nj, kc); break;
+      case DType::Q4_0: k.pack_w_q4_0(d, quant_row(w, n0 + j, k0), ldb, nj, kc); break;
       default: k.pack_w_f32(d, w.row<float>(n0 + j) + k0, ldw, nj, kc); break;
     }
   }
@@ -80,11 +97,32 @@ void tile(const Kernels& k, const Tensor& out, int64_t t, int64_t n, int64_t row
     }
 }
 
+// Rows [t0, t0 + rows) of x rounded through the activation quantizer (d * q, as qmatmul
+// multiplies them) into dst [rows, K]; `work` holds one QuantizedActs row.
+void round_rows_q8(const Tensor& x, int64_t t0, int64_t rows, float* dst, void* work) {
+  const int64_t K = x.cols();
+  QuantizedActs a = QuantizedActs::carve(work, 1, K);
+  for (int64_t i = 0; i < rows; ++i) {
+    quantize_acts_row(x.row<float>(t0 + i), a, 0);
+    for (int64_t j = 0; j < K; ++j) dst[i * K + j] = a.d[j / kQuantBlock] * static_cast<float>(a.q[j]);
+  }
+}
+
+// Floats of per-thread scratch round_rows_q8 needs for mr rows, after the W block buffer.
+size_t rounding_floats(const Kernels& k, int64_t K) {
+  return static_cast<size_t>(k.mr * K) + QuantizedActs::bytes_for(1, K) / sizeof(float) + 16;
+}
+
 // Packed x: panel p (rows p*mr .. p*mr+mr-1) holds K steps of mr values; within it, the block
-// starting at column pc is contiguous (kc * mr floats at p * K * mr + pc * mr).
-void pack_x_panel(const Kernels& k, float* xp, const Tensor& x, int64_t p) {
-  const int64_t K = x.cols(), rows = std::min<int64_t>(k.mr, x.rows() - p * k.mr);
-  k.pack_x(xp + p * K * k.mr, x.row<float>(p * k.mr), x.row_stride(), rows, K);
+// starting at column pc is contiguous (kc * mr floats at p * K * mr + pc * mr). With `rounded`
+// (scratch for rounding_floats), the rows are first rounded through the activation quantizer.
+void pack_x_panel(const Kernels& k, float* xp, const Tensor& x, int64_t p, float* rounded) {
+  const int64_t K = x.cols(), t0 = p * k.mr, rows = std::min<int64_t>(k.mr, x.rows() - t0);
+  if (!rounded) return k.pack_x(xp + p * K * k.mr, x.row<float>(t0), x.row_stride(), rows, K);
+  float* work = rounded + k.mr * K;
+  work += (64 - reinterpret_cast<uintptr_t>(work) % 64) % 64 / sizeof(float);
+  round_rows_q8(x, t0, rows, rounded, work);
+  k.pack_x(xp + p * K * k.mr, rounded, K, rows, K);
 }
 
 // out[:, n0:n1] for one thread, from the packed x and its own W block buffer wbuf [kNc * kKc].
@@ -110,13 +148,14 @@ void gemm(const Kernels& k, Scratch& s, const Tensor& out, const Tensor& x, cons
   const int64_t T = x.rows(), K = x.cols(), N = w.rows();
   const int64_t panels = (T + k.mr - 1) / k.mr;
   const int nt = static_cast<int>(std::min<int64_t>(threads_for(T * N * K), (N + k.nr - 1) / k.nr));
+  const bool round_x = is_quantized(w.dtype);
   float* xp = s.shared(static_cast<size_t>(panels * k.mr * K));
-  s.reserve(nt, static_cast<size_t>(kNc * kKc));
+  s.reserve(nt, static_cast<size_t>(kNc * kKc) + (round_x ? rounding_floats(k, K) : 0));
 #pragma omp parallel num_threads(nt)
   {
-#pragma omp for schedule(static)
-    for (int64_t p = 0; p < panels; ++p) pack_x_panel(k, xp, x, p);
     const int t = omp_get_thread_num();
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < panels; ++p) pack_x_panel(k, xp, x, p, round_x ? s.thread(t) + kNc * kKc : nullptr);
     const Range r = split(N, omp_get_num_threads(), t, k.nr);
     if (r.end > r.begin) {
       gemm_columns(k, out, xp, T, K, w, r.begin, r.end, s.thread(t));
@@ -164,7 +203,7 @@ void matmul(const Kernels& k, Scratch& s, const Tensor& out, const Tensor& x, co
       for (int64_t n = 0; n < w.rows(); ++n) out.row<float>(t)[n] = bias.empty() ? 0.0f : bias.ptr<float>()[n];
     return;
   }
-  if (w.dtype == DType::Q8_0 || w.dtype == DType::Q4_0)
+  if (is_quantized(w.dtype) && x.rows() < kQuantGemmTokens)
     qmatmul(k, s, out, x, w, bias);
   else if (x.rows() == 1)
     gemv(k, out, x, w, bias);
