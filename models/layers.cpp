@@ -128,7 +128,9 @@ WeightLoader::WeightLoader(const WeightFiles& files, const LoadOptions& options,
       plan_from_config_(options.plan_only && files.names().empty()),
       plan_dtype_(options.plan_dtype),
       record_(options.record),
-      prefixes_(std::move(prefixes)) {
+      prefixes_(std::move(prefixes)),
+      copy_from_map_(options.mode == LoadMode::Copy && files.mode() == LoadMode::Mmap && !plan_ &&
+                     !random_weights_) {
   // A backend that cannot multiply by the requested weight type says so now, not mid-forward.
   if (weight_dtype_ && !plan_ && !backend_->supports(Op::Matmul, *weight_dtype_))
     throw std::runtime_error("--dtype " + std::string(dtype_name(*weight_dtype_)) + ": the " + backend_->name() +
@@ -197,30 +199,46 @@ Tensor WeightLoader::host(const std::string& name, std::initializer_list<int64_t
     throw std::runtime_error(files_.source() + ": tensor \"" + *full + "\" has dtype " +
                              std::string(dtype_name(info.dtype)) + ", expected a float type");
   if (plan_) return Tensor::contiguous(nullptr, info.dtype, shape);  // the header is enough
-  return files_.get(*full);
+  sources_.push_back(files_.get(*full));
+  return sources_.back();
 }
 
 // Hands the finished weight to the backend. Of the host buffers made while loading it (random
 // values, a transpose, a dtype conversion), only the one the backend reads in place is kept;
-// the others are freed now, so memory holds each weight once, not once per step.
+// the others are freed now, so memory holds each weight once, not once per step. Mapped file
+// pages it was made from are dropped too, unless the backend reads them in place.
 Tensor WeightLoader::place(const Tensor& host_tensor) {
   if (plan_) return host_tensor;
+  Tensor host = host_tensor;
+  if (copy_from_map_ && is_source(host)) {  // kept as stored: into anonymous memory, as Copy does
+    host = alloc_host(host_tensor, host_tensor.dtype);
+    std::memcpy(host.data, host_tensor.data, host_tensor.nbytes());
+  }
   std::shared_ptr<void> keep;
-  Tensor t = backend_->adopt_weight(host_tensor, keep);
+  Tensor t = backend_->adopt_weight(host, keep);
   if (keep) memory_.push_back(std::move(keep));
-  if (t.data == host_tensor.data)  // read in place: keep its buffer
+  if (t.data == host.data)  // read in place: keep its buffer
     for (auto& buffer : scratch_)
       if (buffer.get() == t.data) memory_.push_back(std::move(buffer));
   scratch_.clear();
+  for (const Tensor& source : sources_)
+    if (source.data != t.data) files_.release(source);
+  sources_.clear();
   return t;
+}
+
+bool WeightLoader::is_source(const Tensor& t) const {
+  for (const Tensor& source : sources_)
+    if (source.data == t.data) return true;
+  return false;
 }
 
 // New host memory for a contiguous tensor shaped like `like`, held until the weight it
 // belongs to is placed.
 Tensor WeightLoader::alloc_host(const Tensor& like, DType dtype) {
   Tensor t = Tensor::contiguous_like(like, dtype, nullptr);
-  auto memory = std::shared_ptr<void>(std::aligned_alloc(64, (t.nbytes() + 63) / 64 * 64), std::free);
-  if (!memory) throw std::bad_alloc();
+  auto buffer = std::make_shared<AlignedBuffer>(t.nbytes(), t.nbytes() >= (size_t{4} << 20));
+  std::shared_ptr<void> memory(buffer, buffer->data());
   t.data = memory.get();
   scratch_.push_back(std::move(memory));
   return t;

@@ -108,6 +108,7 @@ class WeightLoader {
   Tensor host(const std::string& name, std::initializer_list<int64_t> shape, std::string* full);
   Tensor random(const std::string& name, std::initializer_list<int64_t> shape);
   Tensor place(const Tensor& host_tensor);
+  bool is_source(const Tensor& t) const;  // t views a file tensor read for this weight
   Tensor alloc_host(const Tensor& like, DType dtype);
   Tensor convert(const Tensor& src, DType to);
   Tensor reorder_rows(const Tensor& src, const FusedQkv& layout);
@@ -125,6 +126,8 @@ class WeightLoader {
   std::vector<std::string> prefixes_;
   std::vector<std::shared_ptr<void>> memory_;   // what the placed weights read
   std::vector<std::shared_ptr<void>> scratch_;  // buffers of the weight being loaded
+  std::vector<Tensor> sources_;                 // file tensors read for the weight being loaded
+  bool copy_from_map_ = false;  // files mapped but Copy asked for: copy what is kept as stored
   uint64_t bytes_ = 0;
 };
 

@@ -152,7 +152,11 @@ std::unique_ptr<Model> load_model(const std::string& dir, const LoadOptions& opt
   const nlohmann::json config = read_json_file(config_path);
   if (!config.is_object()) throw std::runtime_error(config_path + ": expected a JSON object");
   ModelFactory factory = find_model(config);
-  auto weights = std::make_shared<const WeightFiles>(WeightFiles::open(dir, options.mode));
+  // Converting every matrix at load (--dtype) reads each file tensor once: map the files
+  // instead of copying them whole, so memory holds the converted weights and not the file too
+  // (the loader still copies what it keeps as stored into anonymous memory).
+  const LoadMode files_mode = options.weight_dtype ? LoadMode::Mmap : options.mode;
+  auto weights = std::make_shared<const WeightFiles>(WeightFiles::open(dir, files_mode));
   std::unique_ptr<Model> model = factory(config, *weights, options);
   model->keep_weight_files(std::move(weights));
   return model;

@@ -540,6 +540,14 @@ Tensor WeightFiles::get(std::string_view name) const {
   return it->second.first->tensor(*it->second.second);
 }
 
+void WeightFiles::release(const Tensor& t) const {
+  if (mode_ != LoadMode::Mmap || !t.data) return;
+  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<uintptr_t>(t.data);
+  const uintptr_t first = (begin + page - 1) / page * page, last = (begin + t.nbytes()) / page * page;
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
 std::vector<std::string> WeightFiles::names() const {
   std::vector<std::string> names;
   names.reserve(index_.size());

@@ -134,6 +134,10 @@ class WeightFiles {
   uint64_t total_bytes() const;            // sum of all tensor byte ranges
   const std::string& source() const { return source_; }
   LoadMode mode() const { return mode_; }
+  // Mmap mode: drops the whole pages of tensor t (a view returned by get()) from this process's
+  // memory once the caller has copied or converted it; they are read from the file again if
+  // touched. Copy mode: nothing.
+  void release(const Tensor& t) const;
 
  private:
   std::string source_;
