@@ -14,6 +14,8 @@ out=benchmarks/RESULTS.md
 tables=(
   "Decode and prefill, every weight dtype, 2 threads"
   "--shape gpt2 --shape tinyllama-1.1b -p 512 -n 64 -t 2 --dtype f32,f16,bf16,q8_0,q4_0"
+  "Decode from a short prompt (the context llama-bench's tg128 decodes in), 2 threads"
+  "--shape gpt2 --shape tinyllama-1.1b -p 16 -n 128 -t 2 --dtype f32,f16,bf16,q8_0,q4_0"
   "One thread against two (decode must scale)"
   "--shape gpt2 -p 128 -n 64 -t 1,2 --dtype f32,q8_0"
   "More shapes, as stored in their checkpoints (BF16) and as F32"
@@ -32,7 +34,9 @@ tables=(
   echo "Columns: prefill and decode tok/s are medians of $reps repetitions (min-max); decode GB/s is"
   echo "decode tok/s x the weight bytes one token reads; % of bw divides it by the read bandwidth"
   echo "measured with the same threads (512 MiB sum, printed under each table); prefill GFLOP/s"
-  echo "counts 2 flops per weight per token."
+  echo "counts 2 flops per weight per token, and % of FMA divides it by the F32 FMA throughput"
+  echo "measured with the same threads (independent FMA chains out of registers, printed under"
+  echo "each table)."
   for ((i = 0; i < ${#tables[@]}; i += 2)); do
     echo
     echo "## ${tables[i]}"
