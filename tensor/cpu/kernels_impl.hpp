@@ -723,13 +723,6 @@ void qtile(float* out, int64_t ldo, const QuantizedActs& x, int64_t t0, const ui
 #endif
 }
 
-// Value i (< 32) of the block whose quants start at q, as an integer.
-template <DType D>
-int quant_value(const uint8_t* q, int i) {
-  if constexpr (D == DType::Q8_0) return static_cast<int8_t>(q[i]);
-  else return (i < 16 ? q[i] & 0x0f : q[i - 16] >> 4) - 8;
-}
-
 // pack_w for quantized W, dequantized: dst [kc, NR] <- W[0:rows, 0:kc] transposed, where W's
 // rows hold blocks of 32 and are ldw bytes apart; rows < NR are zero-padded. kc % 32 == 0.
 // The values d * q are exact in F32 (11-bit scale times a 7-bit integer).
@@ -745,7 +738,12 @@ void pack_w_quant(float* dst, const uint8_t* w, int64_t ldw, int64_t rows, int64
       }
       const uint8_t* p = w + j * ldw + b * kBlockBytes<D>;
       const float d = half_to_float<A>(static_cast<uint16_t>(p[0] | (p[1] << 8)));
-      for (int i = 0; i < 32; ++i) tile[j][i] = d * static_cast<float>(quant_value<D>(p + 2, i));
+      if constexpr (D == DType::Q8_0) {
+        for (int i = 0; i < 32; ++i) tile[j][i] = d * static_cast<float>(static_cast<int8_t>(p[2 + i]));
+      } else {  // low nibbles are values 0..15, high nibbles 16..31 (two loops the compiler vectorizes)
+        for (int i = 0; i < 16; ++i) tile[j][i] = d * static_cast<float>((p[2 + i] & 0x0f) - 8);
+        for (int i = 0; i < 16; ++i) tile[j][i + 16] = d * static_cast<float>((p[2 + i] >> 4) - 8);
+      }
     }
     for (int i = 0; i < 32; ++i)
       for (int64_t j = 0; j < NR; ++j) dst[(b * 32 + i) * NR + j] = tile[j][i];
