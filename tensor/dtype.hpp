@@ -31,6 +31,9 @@ std::optional<DType> dtype_from_name(std::string_view name);
 // Parses a user-facing dtype flag ("f32", "bf16", "q8_0", ...), case-insensitive.
 std::optional<DType> dtype_from_flag(std::string_view name);
 
+// Q8_0 / Q4_0: blocks of 32 values with one scale (quant.hpp).
+inline bool is_quantized(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
+
 // Bytes taken by n elements of type t; n must be a multiple of the block size.
 inline size_t dtype_bytes(DType t, int64_t n) {
   const DTypeTraits& tr = traits(t);

@@ -653,7 +653,7 @@ TEST(Quant, RoundTripBounds) {
   for (int i = 0; i < 32; ++i) EXPECT_EQ(back[static_cast<size_t>(32 + i)], 0.0f);
 }
 
-// The FMA probe of bench (measure_fma_flops) does the work it counts: kFmaChains (12) chains of
+// The FMA probe of bench (measure_fma_flops) does the work it counts: kFmaChains chains of
 // `iters` FMAs per lane, every lane of a chain alike; its sum matches the scalar recurrence.
 TEST_P(Ops, FmaLoopCountsItsWork) {
 #ifdef PURELLM_TEST_DEVICE
@@ -661,7 +661,7 @@ TEST_P(Ops, FmaLoopCountsItsWork) {
 #endif
   const cpu::Kernels* k = cpu::kernels_for(GetParam());
   if (!k) GTEST_SKIP() << "no kernel table for " << cpu::isa_name(GetParam());
-  const int64_t iters = 1001, lanes = k->nr / 2, chains = 12;
+  const int64_t iters = 1001, lanes = k->nr / 2, chains = cpu::kFmaChains;
   float sink = 0;
   EXPECT_EQ(k->fma_loop(iters, &sink), 2.0 * static_cast<double>(chains * lanes * iters));
   double want = 0;

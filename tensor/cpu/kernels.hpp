@@ -46,6 +46,10 @@ struct SsmStep {
   int64_t P, N;
 };
 
+// Independent FMA chains of Kernels::fma_loop. Zen 5: 2 FMA pipes x latency 4 = 8 in flight;
+// 12 covers more.
+constexpr int kFmaChains = 12;
+
 struct Kernels {
   // Row conversions of n values.
   void (*f16_to_f32)(float* dst, const uint16_t* src, int64_t n);

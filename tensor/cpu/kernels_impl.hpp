@@ -377,8 +377,6 @@ float dot(const float* a, const float* b, int64_t n) {
 
 // ---- FMA throughput probe ---------------------------------------------------------------------
 
-constexpr int kFmaChains = 12;  // Zen 5: 2 FMA pipes x latency 4 = 8 in flight; 12 covers more
-
 template <class A>
 double fma_loop(int64_t iters, float* sink) {
   V<A> acc[kFmaChains];

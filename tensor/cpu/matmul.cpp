@@ -36,8 +36,6 @@ constexpr int64_t kMaxTile = 6 * 64;  // mr * nr of the widest table, for edge t
 // VNNI: the integer kernels win at 64 tokens, the GEMM at 128).
 constexpr int64_t kQuantGemmTokens = 96;
 
-bool is_quantized(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
-
 // Row n of quantized W from column k0 (a multiple of 32) on.
 const uint8_t* quant_row(const Tensor& w, int64_t n, int64_t k0) {
   return static_cast<const uint8_t*>(w.data) + dtype_bytes(w.dtype, n * w.row_stride() + k0);

@@ -68,7 +68,6 @@ void check_vector(const char* op, const char* what, const Tensor& v, int64_t n) 
 }
 
 bool is_float_weight(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
-bool is_quantized(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
 
 // A weight (matmul) or table (embed) operand: a float type with contiguous rows, or a block
 // type whose rows hold whole blocks (and start on block boundaries).
