@@ -401,6 +401,8 @@ TEST_P(Ops, Attention) {
       {4, 2, 7, 7, 10, 5, false, true},    {2, 2, 31, 17, 0, 4, false, false},   // sliding window
       {4, 4, 15, 3, 30, 0, true, true},    {8, 4, 32, 2, 40, 8, true, false},    // ALiBi
       {2, 1, 127, 1, 1023, 0, false, false},                                     // long context
+      {32, 4, 64, 1, 300, 0, false, true}, {6, 2, 80, 4, 20, 0, false, false},   // groups of 8, 3
+      {71, 1, 64, 2, 50, 0, true, false},                                        // MQA, many heads
   };
   for (const AttnCase& c : cases) {
     const int64_t S = c.pos0 + c.T + 3, kv_cols = int64_t{c.n_kv_heads} * c.head_dim;

@@ -19,20 +19,24 @@
 
 namespace purellm::cpu {
 
-// One (query, head) row of attention over the cache. See Backend::attention.
-struct AttendRow {
-  float* out;           // [d]
-  const float* q;       // [d]
+// One query row of attention over the cache for `heads` query heads that share one key/value
+// head (GQA/MQA; 1 for MHA), so each key and value is read once for all of them. Query head g
+// of the group reads q + g * d and writes out + g * d. See Backend::attention.
+struct AttendGroup {
+  float* out;           // [heads * d]
+  const float* q;       // [heads * d]
+  int heads;
   const float* k;       // key j at k + j * k_stride, [d] each
   const float* v;       // value j at v + j * v_stride
   int64_t k_stride, v_stride;
   int64_t d;
   int64_t first, last;  // visible keys: first <= j <= last
   float scale;
-  float slope;          // ALiBi slope (0: none); adds slope * j to the score of key j
-  float* scores;        // scratch [last + 1]
-  float* probs;         // optional output [probs_len]: softmax weights, 0 outside [first, last]
-  int64_t probs_len;
+  const float* slopes;  // ALiBi slopes [heads] (null: none); adds slope * j to the score of key j
+  float* scores;        // scratch [heads * (last - first + 1)]
+  float* probs;         // optional output: head g's softmax weights at probs + g * probs_stride,
+  int64_t probs_len;    //   [probs_len] each, 0 outside [first, last]
+  int64_t probs_stride;
 };
 
 // One Mamba2 head for one token: S = decay * S + dt * outer(x, B);  y = S . C + D * x.
@@ -112,7 +116,7 @@ struct Kernels {
   // lanes of all chains. Returns the flops done (2 per lane per FMA).
   double (*fma_loop)(int64_t iters, float* sink);
 
-  void (*attend)(const AttendRow& row);
+  void (*attend)(const AttendGroup& group);
   void (*ssm_step)(const SsmStep& step);
 };
 

@@ -558,7 +558,7 @@ void qtile(float* out, int64_t ldo, const QuantizedActs& x, int64_t t0, const ui
   const int64_t K = x.K, nb = K / 32;
   const int8_t* xq = x.q + t0 * K;
   const float* xd = x.d + t0 * nb;
-  const int32_t* xs = x.s + t0 * nb;
+  [[maybe_unused]] const int32_t* xs = x.s + t0 * nb;
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
   __m512 acc[R][C];
   for (int r = 0; r < R; ++r)
@@ -789,56 +789,118 @@ void qmatmul(float* out, int64_t ldo, const QuantizedActs& x, int64_t T, const u
 
 // ---- attention and SSM ------------------------------------------------------------------------
 
-// out = sum_j p[j] v_j over keys first..last (p = scores), in column blocks of up to four
-// vectors held in registers while the keys stream by.
+// Query heads of one KV group taken together in a pass: each key and value row is loaded once
+// for all of them while their accumulators stay in registers (32 vector registers: 4 heads;
+// 16: 2).
 template <class A>
-void weighted_sum(float* out, const float* p, const float* v, int64_t stride, int64_t first,
-                  int64_t last, int64_t d) {
-  constexpr int64_t L = kLanes<A>;
-  int64_t i = 0;
-  for (; i + 4 * L <= d; i += 4 * L) {
-    V<A> a0(0.0f), a1(0.0f), a2(0.0f), a3(0.0f);
-    for (int64_t j = first; j <= last; ++j) {
-      const float* vj = v + j * stride + i;
-      const V<A> pj(p[j]);
-      a0 = xsimd::fma(pj, V<A>::load_unaligned(vj), a0);
-      a1 = xsimd::fma(pj, V<A>::load_unaligned(vj + L), a1);
-      a2 = xsimd::fma(pj, V<A>::load_unaligned(vj + 2 * L), a2);
-      a3 = xsimd::fma(pj, V<A>::load_unaligned(vj + 3 * L), a3);
+constexpr int kAttendHeads = sizeof(V<A>) == 64 ? 4 : 2;
+
+// Rows of the KV cache are a few cache lines, a whole cache row apart: too short for the hardware
+// prefetcher, so the kernels ask for the row they will read some keys ahead.
+template <class A>
+void prefetch_row(const float* p, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) __builtin_prefetch(p + i);
+}
+
+// Lane i of the result = the sum of the lanes of rows[i], for kLanes rows (xsimd::haddp, except
+// that xsimd 8.1's AVX-512 haddp returns lanes 2-5 and 10-13 in the wrong order: fold each row
+// to 8 lanes and use the AVX2 one twice).
+template <class A>
+V<A> lane_sums(const V<A>* rows) {
+#if defined(__AVX512F__)
+  if constexpr (kLanes<A> == 16) {
+    xsimd::batch<float, xsimd::avx2> half[16];
+    for (int r = 0; r < 16; ++r) {
+      const __m512 x = rows[r];
+      half[r] = _mm256_add_ps(_mm512_castps512_ps256(x), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
     }
-    a0.store_unaligned(out + i);
-    a1.store_unaligned(out + i + L);
-    a2.store_unaligned(out + i + 2 * L);
-    a3.store_unaligned(out + i + 3 * L);
+    const __m256 lo = xsimd::haddp(half), hi = xsimd::haddp(half + 8);
+    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(lo)), _mm256_castps_pd(hi), 1));
   }
-  for (; i + L <= d; i += L) {
-    V<A> a(0.0f);
-    for (int64_t j = first; j <= last; ++j) a = xsimd::fma(V<A>(p[j]), V<A>::load_unaligned(v + j * stride + i), a);
-    a.store_unaligned(out + i);
+#endif
+  return xsimd::haddp(rows);
+}
+
+// Accumulators for (key, head) pairs the score kernel keeps in registers: half the vector
+// registers (32 with AVX-512, 16 with AVX2 / SSE2 / NEON).
+template <class A>
+constexpr int kScoreAccs = sizeof(V<A>) == 64 ? 16 : 8;
+
+// Keys per step of the score kernel for H heads: enough independent FMA chains to hide the FMA
+// latency, a power of two that divides kLanes.
+template <class A, int H>
+constexpr int64_t score_keys() {
+  int64_t b = 1;
+  while (2 * b * H <= kScoreAccs<A> && 2 * b <= kLanes<A>) b *= 2;
+  return b;
+}
+
+// part[g][b] = a vector whose lanes sum to q_g . k_b, for H heads and B keys (ks[b]).
+template <class A, int H, int64_t B>
+void dot_lanes(V<A> (*part)[kLanes<A>], const float* q, const float* const* ks, int64_t d) {
+  V<A> acc[B][H];
+  for (auto& a : acc)
+    for (V<A>& x : a) x = V<A>(0.0f);
+  int64_t i = 0;
+  for (; i + kLanes<A> <= d; i += kLanes<A>) {
+    V<A> qv[H];
+    for (int g = 0; g < H; ++g) qv[g] = V<A>::load_unaligned(q + g * d + i);
+    for (int64_t b = 0; b < B; ++b) {
+      const V<A> kv = V<A>::load_unaligned(ks[b] + i);
+      for (int g = 0; g < H; ++g) acc[b][g] = xsimd::fma(qv[g], kv, acc[b][g]);
+    }
   }
-  for (; i < d; ++i) {
-    float a = 0.0f;
-    for (int64_t j = first; j <= last; ++j) a += p[j] * v[j * stride + i];
-    out[i] = a;
+  if (i < d)
+    for (int64_t b = 0; b < B; ++b) {
+      const V<A> kv = load_partial<A>(ks[b] + i, d - i);
+      for (int g = 0; g < H; ++g) acc[b][g] = xsimd::fma(load_partial<A>(q + g * d + i, d - i), kv, acc[b][g]);
+    }
+  for (int64_t b = 0; b < B; ++b)
+    for (int g = 0; g < H; ++g) part[g][b] = acc[b][g];
+}
+
+// s[g * n + j] = scale * q_g . k_(first + j) (+ ALiBi) for j < n and H heads from g0. Keys go
+// kLanes at a time: one lane-sum vector per (head, key), reduced together by lane_sums. The keys
+// past n in the last step repeat the last key; their scores are not stored.
+template <class A, int H>
+void attend_scores(float* s, int64_t n, const AttendGroup& r, int g0) {
+  constexpr int64_t L = kLanes<A>, B = score_keys<A, H>();
+  V<A> part[H][L];
+  const float* q = r.q + g0 * r.d;
+  for (int64_t j0 = 0; j0 < n; j0 += L) {
+    const int64_t m = n - j0 < L ? n - j0 : L;
+    for (int64_t jj = 0; jj < L; jj += B) {
+      const float* ks[B];
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t j = r.first + j0 + (jj + b < m ? jj + b : m - 1);
+        ks[b] = r.k + j * r.k_stride;
+        prefetch_row<A>(ks[b] + L * r.k_stride, r.d);
+      }
+      dot_lanes<A, H, B>(reinterpret_cast<V<A>(*)[L]>(&part[0][jj]), q, ks, r.d);
+    }
+    for (int g = 0; g < H; ++g) {
+      float* sg = s + g * n + j0;
+      const V<A> sc = lane_sums<A>(part[g]) * V<A>(r.scale);
+      if (m == L) sc.store_unaligned(sg);
+      else store_partial<A>(sg, sc, m);
+      if (r.slopes)
+        for (int64_t jj = 0; jj < m; ++jj) sg[jj] += r.slopes[g0 + g] * static_cast<float>(r.first + j0 + jj - r.last);
+    }
   }
 }
 
-// One (query, head) row: scores for the visible keys, softmax, weighted sum of the values.
-// Softmax is shift invariant, so ALiBi's slope * j is applied as slope * (j - last): the same
-// probabilities with smaller numbers, which float represents more exactly.
+// e[j] = exp(e[j] - max e) for j < n; returns their sum.
 template <class A>
-void attend(const AttendRow& r) {
-  float* s = r.scores;
-  float mx = -std::numeric_limits<float>::infinity();
-  for (int64_t j = r.first; j <= r.last; ++j) {
-    s[j] = r.scale * dot<A>(r.q, r.k + j * r.k_stride, r.d) + r.slope * static_cast<float>(j - r.last);
-    mx = s[j] > mx ? s[j] : mx;
-  }
-  const int64_t n = r.last - r.first + 1;
-  float* e = s + r.first;
-  V<A> vs(0.0f);
+float exp_shifted(float* e, int64_t n) {
+  constexpr int64_t L = kLanes<A>;
+  V<A> vm(-std::numeric_limits<float>::infinity());
   int64_t i = 0;
-  for (; i + kLanes<A> <= n; i += kLanes<A>) {
+  for (; i + L <= n; i += L) vm = xsimd::max(vm, V<A>::load_unaligned(e + i));
+  float mx = hmax<A>(vm);
+  for (; i < n; ++i) mx = e[i] > mx ? e[i] : mx;
+  V<A> vs(0.0f);
+  i = 0;
+  for (; i + L <= n; i += L) {
     const V<A> ev = xsimd::exp(V<A>::load_unaligned(e + i) - V<A>(mx));
     ev.store_unaligned(e + i);
     vs += ev;
@@ -848,12 +910,86 @@ void attend(const AttendRow& r) {
     store_partial<A>(e + i, xsimd::exp(load_partial<A>(e + i, n - i) - V<A>(mx)), n - i);
     for (; i < n; ++i) total += e[i];
   }
-  weighted_sum<A>(r.out, s, r.v, r.v_stride, r.first, r.last, r.d);
-  scale<A>(r.out, r.out, 1.0f / total, r.d);
-  if (r.probs) {
-    for (int64_t j = 0; j < r.probs_len; ++j)
-      r.probs[j] = (j >= r.first && j <= r.last) ? s[j] / total : 0.0f;
+  return total;
+}
+
+// out_g[c] = sum_j p[g * n + j] * v_(first + j)[c] for H heads from g0, in column blocks of
+// four vectors. S key streams (S = 2 for a single head) give the FMA chains enough independence.
+template <class A, int H, int S>
+void attend_values(const float* p, int64_t n, const AttendGroup& r, int g0) {
+  constexpr int64_t L = kLanes<A>;
+  constexpr int C = 4;
+  int64_t i = 0;
+  for (; i + C * L <= r.d; i += C * L) {
+    V<A> acc[S][H][C];
+    for (auto& sa : acc)
+      for (auto& ha : sa)
+        for (V<A>& a : ha) a = V<A>(0.0f);
+    const float* v = r.v + r.first * r.v_stride + i;
+    int64_t j = 0;
+    for (; j + S <= n; j += S)
+      for (int st = 0; st < S; ++st) {
+        const float* vj = v + (j + st) * r.v_stride;
+        prefetch_row<A>(vj + 8 * r.v_stride, C * L);
+        V<A> x[C];
+        for (int c = 0; c < C; ++c) x[c] = V<A>::load_unaligned(vj + c * L);
+        for (int g = 0; g < H; ++g) {
+          const V<A> pj(p[g * n + j + st]);
+          for (int c = 0; c < C; ++c) acc[st][g][c] = xsimd::fma(pj, x[c], acc[st][g][c]);
+        }
+      }
+    for (; j < n; ++j)
+      for (int g = 0; g < H; ++g)
+        for (int c = 0; c < C; ++c)
+          acc[0][g][c] = xsimd::fma(V<A>(p[g * n + j]), V<A>::load_unaligned(v + j * r.v_stride + c * L), acc[0][g][c]);
+    for (int g = 0; g < H; ++g)
+      for (int c = 0; c < C; ++c) {
+        for (int st = 1; st < S; ++st) acc[0][g][c] += acc[st][g][c];
+        acc[0][g][c].store_unaligned(r.out + (g0 + g) * r.d + i + c * L);
+      }
   }
+  for (; i < r.d; i += L) {
+    const int64_t m = r.d - i < L ? r.d - i : L;
+    V<A> acc[H];
+    for (V<A>& a : acc) a = V<A>(0.0f);
+    for (int64_t j = 0; j < n; ++j) {
+      const float* vj = r.v + (r.first + j) * r.v_stride + i;
+      const V<A> x = m == L ? V<A>::load_unaligned(vj) : load_partial<A>(vj, m);
+      for (int g = 0; g < H; ++g) acc[g] = xsimd::fma(V<A>(p[g * n + j]), x, acc[g]);
+    }
+    for (int g = 0; g < H; ++g) {
+      if (m == L) acc[g].store_unaligned(r.out + (g0 + g) * r.d + i);
+      else store_partial<A>(r.out + (g0 + g) * r.d + i, acc[g], m);
+    }
+  }
+}
+
+// Heads g0 .. g0 + H - 1 of the group (fewer when fewer are left): scores, softmax, values.
+// Softmax is shift invariant, so ALiBi's slope * j is applied as slope * (j - last): the same
+// probabilities with smaller numbers, which float represents more exactly.
+template <class A, int H = kAttendHeads<A>>
+void attend_heads(const AttendGroup& r, int g0) {
+  if constexpr (H > 1)
+    if (r.heads - g0 < H) return attend_heads<A, H - 1>(r, g0);
+  const int64_t n = r.last - r.first + 1;
+  float* s = r.scores;
+  attend_scores<A, H>(s, n, r, g0);
+  float total[H];
+  for (int g = 0; g < H; ++g) total[g] = exp_shifted<A>(s + g * n, n);
+  attend_values<A, H, H == 1 ? 2 : 1>(s, n, r, g0);
+  for (int g = 0; g < H; ++g) {
+    float* out = r.out + (g0 + g) * r.d;
+    scale<A>(out, out, 1.0f / total[g], r.d);
+    if (!r.probs) continue;
+    float* probs = r.probs + (g0 + g) * r.probs_stride;
+    for (int64_t j = 0; j < r.probs_len; ++j)
+      probs[j] = (j >= r.first && j <= r.last) ? s[g * n + j - r.first] / total[g] : 0.0f;
+  }
+}
+
+template <class A>
+void attend(const AttendGroup& r) {
+  for (int g0 = 0; g0 < r.heads; g0 += kAttendHeads<A>) attend_heads<A>(r, g0);
 }
 
 template <class A>
