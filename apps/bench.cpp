@@ -9,7 +9,7 @@
 // peak RSS is its own): r repetitions of a prefill of p tokens and n decode steps on a fresh
 // cache; medians with min-max. Decode GB/s = decode tok/s x weight bytes one token reads; "% bw"
 // divides it by the read bandwidth of the same threads (the BandwidthProbe of bench_kernels,
-// 512 MiB, best of 40 passes, measured in its own child before the rows). Prefill GFLOP/s
+// 512 MiB, best of 40 passes, measured in its own child just before each row). Prefill GFLOP/s
 // counts 2 flops per weight per token (weights per token ~ bytes per token / bytes per weight;
 // attention excluded); "% of FMA" divides it by the F32 FMA throughput of the same threads
 // (measure_fma_flops: the widest FMA loop, out of registers, best of 10 passes). On a shared
@@ -223,38 +223,48 @@ std::string range(const double v[3]) {
   return buf;
 }
 
+// The machine's limits for `threads`, measured in a child (its 512 MiB stay out of the rows)
+// just before each row, since a shared machine's bandwidth drifts by tens of percent within
+// minutes: the best of 40 read passes (about half a second, so a busy neighbour for a moment
+// does not lower it) and of 10 FMA passes.
+Row measure_limits(int threads) {
+  return in_child([&] {
+    Row r{};
+    cpu::BandwidthProbe probe(size_t{512} << 20);
+    r.bandwidth = probe.measure(threads, 40);
+    r.fma_flops = cpu::measure_fma_flops(threads);
+    r.ok = 1;
+    return r;
+  });
+}
+
+// "lo-hi" of values / unit with one decimal ("-" for none).
+std::string span_of(const std::vector<double>& values, double unit) {
+  if (values.empty()) return "-";
+  const auto [lo, hi] = std::minmax_element(values.begin(), values.end());
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.1f-%.1f", *lo / unit, *hi / unit);
+  return buf;
+}
+
 int run(const Args& a) {
   std::vector<std::pair<std::string, bool>> sources;
   for (const auto& m : a.models) sources.emplace_back(m, false);
   for (const auto& s : a.shapes) sources.emplace_back(s, true);
   const std::vector<std::string> dtypes = a.dtypes.empty() ? std::vector<std::string>{""} : a.dtypes;
-  // Read bandwidth per thread count, each in its own child (its 512 MiB stay out of the rows):
-  // the best of 40 passes (about half a second), so a busy neighbour on a shared machine for a
-  // moment does not lower the limit the rows are divided by.
-  std::vector<double> bw, fma;
-  for (int64_t t : a.threads) {
-    const Row limits = in_child([&] {
-      Row r{};
-      cpu::BandwidthProbe probe(size_t{512} << 20);
-      r.bandwidth = probe.measure(static_cast<int>(t), 40);
-      r.fma_flops = cpu::measure_fma_flops(static_cast<int>(t));
-      r.ok = 1;
-      return r;
-    });
-    bw.push_back(limits.bandwidth);
-    fma.push_back(limits.fma_flops);
-  }
   if (!a.json) {
     std::printf("| model | dtype | threads | prefill tok/s | decode tok/s | decode GB/s | %% of bw | prefill GFLOP/s "
                 "| %% of FMA | peak RSS MB |\n");
     std::printf("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   }
   int failures = 0;
+  std::vector<std::vector<double>> bw(a.threads.size()), fma(a.threads.size());  // per row, for the footer
   for (const auto& [source, is_shape] : sources)
     for (const std::string& dt : dtypes)
       for (size_t ti = 0; ti < a.threads.size(); ++ti)
         for (int64_t p : a.prompts) {
           const int threads = static_cast<int>(a.threads[ti]);
+          const Row limits = measure_limits(threads);
           const Row r = in_child([&] { return measure(a, source, is_shape, dt, threads, p); });
           const std::string name = row_name(source, is_shape);
           const std::string dname = dt.empty() ? "stored" : dt;
@@ -264,10 +274,12 @@ int run(const Args& a) {
                          static_cast<long long>(p), r.error);
             continue;
           }
+          bw[ti].push_back(limits.bandwidth);
+          fma[ti].push_back(limits.fma_flops);
           const double gbs = r.decode_tok_s[0] * r.weight_bytes_per_token / 1e9;
-          const double pct = bw[ti] > 0 ? 100.0 * gbs * 1e9 / bw[ti] : 0.0;
+          const double pct = limits.bandwidth > 0 ? 100.0 * gbs * 1e9 / limits.bandwidth : 0.0;
           const double gflops = r.prefill_tok_s[0] * r.flops_per_token / 1e9;
-          const double pct_fma = fma[ti] > 0 ? 100.0 * gflops * 1e9 / fma[ti] : 0.0;
+          const double pct_fma = limits.fma_flops > 0 ? 100.0 * gflops * 1e9 / limits.fma_flops : 0.0;
           if (a.json) {
             std::printf("{\"shape\": \"%s\", \"dtype\": \"%s\", \"threads\": %d, \"prefill_tokens\": %lld, "
                         "\"prefill_tok_s\": %.3f, \"decode_tokens\": %lld, \"decode_tok_s\": %.3f, "
@@ -276,7 +288,7 @@ int run(const Args& a) {
                         "\"pct_fma\": %.2f, \"peak_rss_bytes\": %.0f}\n",
                         name.c_str(), dname.c_str(), threads, static_cast<long long>(p), r.prefill_tok_s[0],
                         static_cast<long long>(a.n_gen), r.decode_tok_s[0], r.weight_bytes_per_token, gbs,
-                        bw[ti] / 1e9, pct, gflops, fma[ti] / 1e9, pct_fma, r.peak_rss);
+                        limits.bandwidth / 1e9, pct, gflops, limits.fma_flops / 1e9, pct_fma, r.peak_rss);
           } else {
             std::printf("| %s | %s | %d | %s (p%lld) | %s | %.2f | %.0f%% | %.1f | %.0f%% | %.0f |\n", name.c_str(),
                         dname.c_str(), threads, range(r.prefill_tok_s).c_str(), static_cast<long long>(p),
@@ -285,12 +297,12 @@ int run(const Args& a) {
           std::fflush(stdout);
         }
   if (!a.json) {
-    std::printf("\nread bandwidth (BandwidthProbe, 512 MiB):");
+    std::printf("\nread bandwidth (BandwidthProbe, 512 MiB, before each row; lowest-highest):");
     for (size_t ti = 0; ti < a.threads.size(); ++ti)
-      std::printf(" %lld threads %.1f GB/s;", static_cast<long long>(a.threads[ti]), bw[ti] / 1e9);
-    std::printf("\nF32 FMA throughput (measure_fma_flops):");
+      std::printf(" %lld threads %s GB/s;", static_cast<long long>(a.threads[ti]), span_of(bw[ti], 1e9).c_str());
+    std::printf("\nF32 FMA throughput (measure_fma_flops, before each row):");
     for (size_t ti = 0; ti < a.threads.size(); ++ti)
-      std::printf(" %lld threads %.1f GFLOP/s;", static_cast<long long>(a.threads[ti]), fma[ti] / 1e9);
+      std::printf(" %lld threads %s GFLOP/s;", static_cast<long long>(a.threads[ti]), span_of(fma[ti], 1e9).c_str());
     std::printf(" decode %lld tokens, %d repetitions, medians (min-max)\n", static_cast<long long>(a.n_gen), a.reps);
   }
   return failures ? 1 : 0;

@@ -33,10 +33,10 @@ tables=(
   echo
   echo "Columns: prefill and decode tok/s are medians of $reps repetitions (min-max); decode GB/s is"
   echo "decode tok/s x the weight bytes one token reads; % of bw divides it by the read bandwidth"
-  echo "measured with the same threads (512 MiB sum, printed under each table); prefill GFLOP/s"
-  echo "counts 2 flops per weight per token, and % of FMA divides it by the F32 FMA throughput"
-  echo "measured with the same threads (independent FMA chains out of registers, printed under"
-  echo "each table)."
+  echo "measured with the same threads just before each row (512 MiB sum; the lowest and highest"
+  echo "are printed under each table, as this machine's bandwidth drifts); prefill GFLOP/s counts 2"
+  echo "flops per weight per token, and % of FMA divides it by the F32 FMA throughput measured with"
+  echo "the same threads before each row (independent FMA chains out of registers)."
   for ((i = 0; i < ${#tables[@]}; i += 2)); do
     echo
     echo "## ${tables[i]}"
