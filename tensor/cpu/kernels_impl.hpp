@@ -360,21 +360,6 @@ void rope(float* v, const float* c, const float* s, int64_t half) {
   }
 }
 
-template <class A>
-float dot(const float* a, const float* b, int64_t n) {
-  V<A> s0(0.0f), s1(0.0f);
-  int64_t i = 0;
-  for (; i + 2 * kLanes<A> <= n; i += 2 * kLanes<A>) {
-    s0 = xsimd::fma(V<A>::load_unaligned(a + i), V<A>::load_unaligned(b + i), s0);
-    s1 = xsimd::fma(V<A>::load_unaligned(a + i + kLanes<A>), V<A>::load_unaligned(b + i + kLanes<A>), s1);
-  }
-  for (; i + kLanes<A> <= n; i += kLanes<A>)
-    s0 = xsimd::fma(V<A>::load_unaligned(a + i), V<A>::load_unaligned(b + i), s0);
-  float s = xsimd::hadd(s0 + s1);
-  for (; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
-
 // ---- FMA throughput probe ---------------------------------------------------------------------
 
 template <class A>
