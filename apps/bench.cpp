@@ -284,7 +284,7 @@ int run(const Args& a) {
             std::printf("{\"shape\": \"%s\", \"dtype\": \"%s\", \"threads\": %d, \"prefill_tokens\": %lld, "
                         "\"prefill_tok_s\": %.3f, \"decode_tokens\": %lld, \"decode_tok_s\": %.3f, "
                         "\"weight_bytes_per_token\": %.0f, \"decode_gb_s\": %.4f, \"bandwidth_gb_s\": %.3f, "
-                        "\"pct_bandwidth\": %.2f, \"prefill_gflop_s\": %.3f, \"fma_gflop_s\": %.3f, "
+                        "\"pct_bandwidth\": %.2f, \"prefill_gflop_s\": %.6g, \"fma_gflop_s\": %.6g, "
                         "\"pct_fma\": %.2f, \"peak_rss_bytes\": %.0f}\n",
                         name.c_str(), dname.c_str(), threads, static_cast<long long>(p), r.prefill_tok_s[0],
                         static_cast<long long>(a.n_gen), r.decode_tok_s[0], r.weight_bytes_per_token, gbs,
