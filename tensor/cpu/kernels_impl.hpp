@@ -309,8 +309,10 @@ void rmsnorm(float* out, const float* x, const float* w, float eps, int64_t n) {
   map2<A>(out, x, w, n, [inv](V<A> v, V<A> wv) { return v * V<A>(inv) * wv; });
 }
 
+// out[i] = exp(x[i] - max x) for i < n (out may equal x); returns their sum. Softmax, before
+// the division (attention divides its weighted sum instead).
 template <class A>
-void softmax(float* out, const float* x, int64_t n) {
+float exp_shifted(float* out, const float* x, int64_t n) {
   const V<A> m(max<A>(x, n));
   V<A> vs(0.0f);
   int64_t i = 0;
@@ -324,7 +326,12 @@ void softmax(float* out, const float* x, int64_t n) {
     store_partial<A>(out + i, xsimd::exp(load_partial<A>(x + i, n - i) - m), n - i);
     for (; i < n; ++i) s += out[i];
   }
-  scale<A>(out, out, 1.0f / s, n);
+  return s;
+}
+
+template <class A>
+void softmax(float* out, const float* x, int64_t n) {
+  scale<A>(out, out, 1.0f / exp_shifted<A>(out, x, n), n);
 }
 
 // First index of the largest value; falls back to a plain scan when no lane equals the
@@ -874,30 +881,6 @@ void attend_scores(float* s, int64_t n, const AttendGroup& r, int g0) {
   }
 }
 
-// e[j] = exp(e[j] - max e) for j < n; returns their sum.
-template <class A>
-float exp_shifted(float* e, int64_t n) {
-  constexpr int64_t L = kLanes<A>;
-  V<A> vm(-std::numeric_limits<float>::infinity());
-  int64_t i = 0;
-  for (; i + L <= n; i += L) vm = xsimd::max(vm, V<A>::load_unaligned(e + i));
-  float mx = hmax<A>(vm);
-  for (; i < n; ++i) mx = e[i] > mx ? e[i] : mx;
-  V<A> vs(0.0f);
-  i = 0;
-  for (; i + L <= n; i += L) {
-    const V<A> ev = xsimd::exp(V<A>::load_unaligned(e + i) - V<A>(mx));
-    ev.store_unaligned(e + i);
-    vs += ev;
-  }
-  float total = xsimd::hadd(vs);
-  if (i < n) {
-    store_partial<A>(e + i, xsimd::exp(load_partial<A>(e + i, n - i) - V<A>(mx)), n - i);
-    for (; i < n; ++i) total += e[i];
-  }
-  return total;
-}
-
 // out_g[c] = sum_j p[g * n + j] * v_(first + j)[c] for H heads from g0, in column blocks of
 // four vectors. S key streams (S = 2 for a single head) give the FMA chains enough independence.
 template <class A, int H, int S>
@@ -960,7 +943,7 @@ void attend_heads(const AttendGroup& r, int g0) {
   float* s = r.scores;
   attend_scores<A, H>(s, n, r, g0);
   float total[H];
-  for (int g = 0; g < H; ++g) total[g] = exp_shifted<A>(s + g * n, n);
+  for (int g = 0; g < H; ++g) total[g] = exp_shifted<A>(s + g * n, s + g * n, n);
   attend_values<A, H, H == 1 ? 2 : 1>(s, n, r, g0);
   for (int g = 0; g < H; ++g) {
     float* out = r.out + (g0 + g) * r.d;
