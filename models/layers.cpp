@@ -215,7 +215,7 @@ Tensor WeightLoader::place(const Tensor& host_tensor) {
     std::memcpy(host.data, host_tensor.data, host_tensor.nbytes());
   }
   std::shared_ptr<void> keep;
-  Tensor t = backend_->adopt_weight(host, keep);
+  Tensor t = backend_->adopt_weight(host, !is_source(host), keep);  // not a file's: ours to rewrite
   if (keep) memory_.push_back(std::move(keep));
   if (t.data == host.data)  // read in place: keep its buffer
     for (auto& buffer : scratch_)

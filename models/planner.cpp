@@ -39,7 +39,7 @@ class PlanBackend final : public Backend {
 
   void upload(const Tensor&, const void*) override {}
   void download(void*, const Tensor&) override {}
-  Tensor adopt_weight(const Tensor& host, std::shared_ptr<void>&) override { return host; }
+  Tensor adopt_weight(const Tensor& host, bool, std::shared_ptr<void>&) override { return host; }
   bool supports(Op, DType) const override { return true; }
   void embed(const Tensor&, const Tensor&, std::span<const int32_t>) override {}
   void matmul(const Tensor&, const Tensor&, const Tensor&, const Tensor&) override {}

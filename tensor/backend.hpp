@@ -79,9 +79,11 @@ class Backend {
   // Copy a contiguous host tensor into dst (same shape) / dst on host from a device tensor.
   virtual void upload(const Tensor& dst, const void* host) = 0;
   virtual void download(void* host, const Tensor& src) = 0;
-  // A weight usable by this backend's ops: the CPU returns `host` itself; a GPU copies it
-  // once into memory kept alive by `keep`.
-  virtual Tensor adopt_weight(const Tensor& host, std::shared_ptr<void>& keep) = 0;
+  // A weight usable by this backend's ops: the CPU returns `host` itself (or, for a layout of
+  // its own, `host` rewritten in place when `rewritable`, else a copy); a GPU copies it once into
+  // memory kept alive by `keep`. `rewritable`: host's bytes are the caller's own copy, which it
+  // frees unless the returned tensor points into it.
+  virtual Tensor adopt_weight(const Tensor& host, bool rewritable, std::shared_ptr<void>& keep) = 0;
   virtual void synchronize() {}
 
   // ---- capability ---------------------------------------------------------------------

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -67,6 +69,67 @@ void dequantize_row_q4_0(const void* src, float* dst, int64_t n) {
       o[j] = d * static_cast<float>((y[b].q[j] & 0x0f) - 8);
       o[j + 16] = d * static_cast<float>((y[b].q[j] >> 4) - 8);
     }
+  }
+}
+
+void repack_q4_0_r16(const void* src, void* dst, int64_t rows, int64_t n) {
+  const int64_t nb = n / kQuantBlock, groups = rows / kR16;
+  const auto* in = static_cast<const BlockQ4_0*>(src);
+  auto* out = static_cast<uint8_t*>(dst);
+  std::vector<BlockQ4_0> group(static_cast<size_t>(kR16 * nb));
+  for (int64_t g = 0; g < groups; ++g) {
+    std::copy(in + g * kR16 * nb, in + (g + 1) * kR16 * nb, group.begin());
+    for (int64_t b = 0; b < nb; ++b) {
+      uint8_t* o = out + (g * nb + b) * kR16BlockBytes;
+      for (int64_t r = 0; r < kR16; ++r) {
+        const BlockQ4_0& blk = group[static_cast<size_t>(r * nb + b)];
+        std::memcpy(o + 2 * r, &blk.d, 2);
+        for (int64_t c = 0; c < 4; ++c) std::memcpy(o + 32 + c * 64 + r * 4, blk.q + 4 * c, 4);
+      }
+    }
+  }
+  const int64_t plain = groups * kR16 * nb;  // the tail rows, as they are
+  std::memmove(out + plain * static_cast<int64_t>(sizeof(BlockQ4_0)), in + plain,
+               static_cast<size_t>(rows * nb - plain) * sizeof(BlockQ4_0));
+}
+
+namespace {
+
+// Row r of a Q4_0_R16 matrix: a tail row (plain) or row r % 16 of group r / 16.
+struct R16Row {
+  const BlockQ4_0* plain = nullptr;   // the row itself when it is a tail row
+  const uint8_t* group = nullptr;     // else the first byte of its group
+  int64_t i = 0;                      // and its place in the group
+};
+
+R16Row find_row_r16(const void* w, int64_t rows, int64_t n, int64_t r) {
+  const int64_t nb = n / kQuantBlock;
+  if (r >= rows / kR16 * kR16) return {static_cast<const BlockQ4_0*>(w) + r * nb, nullptr, 0};
+  return {nullptr, static_cast<const uint8_t*>(w) + (r / kR16) * nb * kR16BlockBytes, r % kR16};
+}
+
+// Block b of row i of a group, gathered back into a plain block.
+BlockQ4_0 block_r16(const uint8_t* group, int64_t b, int64_t i) {
+  const uint8_t* p = group + b * kR16BlockBytes;
+  BlockQ4_0 blk;
+  std::memcpy(&blk.d, p + 2 * i, 2);
+  for (int64_t c = 0; c < 4; ++c) std::memcpy(blk.q + 4 * c, p + 32 + c * 64 + i * 4, 4);
+  return blk;
+}
+
+}  // namespace
+
+void blocks_q4_0_r16(const void* w, int64_t rows, int64_t n, int64_t r, int64_t b0, int64_t count, BlockQ4_0* dst) {
+  const R16Row row = find_row_r16(w, rows, n, r);
+  for (int64_t b = 0; b < count; ++b) dst[b] = row.plain ? row.plain[b0 + b] : block_r16(row.group, b0 + b, row.i);
+}
+
+void dequantize_row_q4_0_r16(const void* w, int64_t rows, int64_t n, int64_t r, float* dst) {
+  const R16Row row = find_row_r16(w, rows, n, r);
+  if (row.plain) return dequantize_row_q4_0(row.plain, dst, n);
+  for (int64_t b = 0; b < n / kQuantBlock; ++b) {
+    const BlockQ4_0 blk = block_r16(row.group, b, row.i);
+    dequantize_row_q4_0(&blk, dst + b * kQuantBlock, kQuantBlock);
   }
 }
 

@@ -24,7 +24,7 @@ class Staging {
   Tensor weight(const Tensor& host) {
     if (host.empty()) return host;
     keep_.emplace_back();
-    return dev_.adopt_weight(host, keep_.back());
+    return dev_.adopt_weight(host, false, keep_.back());
   }
 
   void finish() {
@@ -87,7 +87,7 @@ class HostMirror final : public Backend {
   }
   void upload(const Tensor& dst, const void* host) override { std::memcpy(dst.data, host, dst.nbytes()); }
   void download(void* host, const Tensor& src) override { std::memcpy(host, src.data, src.nbytes()); }
-  Tensor adopt_weight(const Tensor& host, std::shared_ptr<void>&) override { return host; }
+  Tensor adopt_weight(const Tensor& host, bool, std::shared_ptr<void>&) override { return host; }
   bool supports(Op op, DType w) const override { return dev_.supports(op, w); }
 
   void embed(const Tensor& out, const Tensor& table, std::span<const int32_t> ids) override {

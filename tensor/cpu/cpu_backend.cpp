@@ -136,11 +136,26 @@ class CpuBackend final : public Backend {
   std::shared_ptr<void> alloc(size_t bytes) override { return host_alloc(bytes); }
   void upload(const Tensor& dst, const void* host) override { std::memcpy(dst.data, host, dst.nbytes()); }
   void download(void* host, const Tensor& src) override { std::memcpy(host, src.data, src.nbytes()); }
-  Tensor adopt_weight(const Tensor& host, std::shared_ptr<void>&) override { return host; }
+  // Weights are read in place, except Q4_0 matrices where this ISA has the Q4_0_R16 kernel:
+  // those are rearranged once into that layout (quant.hpp), in place when host is rewritable.
+  Tensor adopt_weight(const Tensor& host, bool rewritable, std::shared_ptr<void>& keep) override {
+    if (!k_ || !k_->qmatmul_q4_0_r16 || host.dtype != DType::Q4_0 || host.ndim != 2 || !host.is_contiguous() ||
+        host.rows() < kR16)
+      return host;
+    Tensor t = host;
+    if (!rewritable) {
+      auto buffer = std::make_shared<AlignedBuffer>(host.nbytes(), host.nbytes() >= (size_t{4} << 20));
+      keep = std::shared_ptr<void>(buffer, buffer->data());
+      t.data = buffer->data();
+    }
+    repack_q4_0_r16(host.data, t.data, host.rows(), host.cols());
+    t.dtype = DType::Q4_0_R16;
+    return t;
+  }
 
   bool supports(Op op, DType w) const override {
     if (op == Op::Matmul || op == Op::Embed)
-      return w == DType::F32 || w == DType::F16 || w == DType::BF16 || w == DType::Q8_0 || w == DType::Q4_0;
+      return w == DType::F32 || w == DType::F16 || w == DType::BF16 || is_quantized(w);
     return w == DType::F32;
   }
 

@@ -32,6 +32,7 @@ namespace {
 constexpr int64_t kKc = 256;  // depth of a block: an x panel (mr x kKc) is 6 KiB
 constexpr int64_t kNc = 256;  // rows of W per packed block: kNc x kKc floats = 256 KiB
 constexpr int64_t kMaxTile = 6 * 64;  // mr * nr of the widest table, for edge tiles
+constexpr int64_t kMaxNr = 64;        // nr of the widest table
 // From this many tokens on, quantized W goes through the F32 GEMM (GPT-2 shapes, 2 threads, AVX-512
 // VNNI: the integer kernels win at 64 tokens, the GEMM at 128).
 constexpr int64_t kQuantGemmTokens = 96;
@@ -63,6 +64,13 @@ void gemv(const Kernels& k, const Tensor& out, const Tensor& x, const Tensor& w,
   }
 }
 
+// Rows [n0, n0 + rows) of Q4_0_R16 W, columns [k0, k0 + kc), gathered back into plain Q4_0 rows
+// at dst (kc / 32 blocks each) for pack_w_q4_0.
+void gather_r16(BlockQ4_0* dst, const Tensor& w, int64_t n0, int64_t rows, int64_t k0, int64_t kc) {
+  for (int64_t j = 0; j < rows; ++j)
+    blocks_q4_0_r16(w.data, w.rows(), w.cols(), n0 + j, k0 / kQuantBlock, kc / kQuantBlock, dst + j * (kc / kQuantBlock));
+}
+
 // Packs rows [n0, n0 + rows) and columns [k0, k0 + kc) of W into dst as slivers of nr rows.
 void pack_w_block(const Kernels& k, float* dst, const Tensor& w, int64_t n0, int64_t rows, int64_t k0,
                   int64_t kc) {
@@ -75,6 +83,12 @@ void pack_w_block(const Kernels& k, float* dst, const Tensor& w, int64_t n0, int
       case DType::BF16: k.pack_w_bf16(d, w.row<uint16_t>(n0 + j) + k0, ldw, nj, kc); break;
       case DType::Q8_0: k.pack_w_q8_0(d, quant_row(w, n0 + j, k0), ldb, nj, kc); break;
       case DType::Q4_0: k.pack_w_q4_0(d, quant_row(w, n0 + j, k0), ldb, nj, kc); break;
+      case DType::Q4_0_R16: {
+        BlockQ4_0 plain[kMaxNr * kKc / kQuantBlock];
+        gather_r16(plain, w, n0 + j, nj, k0, kc);
+        k.pack_w_q4_0(d, reinterpret_cast<const uint8_t*>(plain), kc / kQuantBlock * sizeof(BlockQ4_0), nj, kc);
+        break;
+      }
       default: k.pack_w_f32(d, w.row<float>(n0 + j) + k0, ldw, nj, kc); break;
     }
   }
@@ -171,7 +185,7 @@ void qmatmul(const Kernels& k, Scratch& s, const Tensor& out, const Tensor& x, c
   const int64_t ldw = static_cast<int64_t>(dtype_bytes(w.dtype, w.row_stride()));
   const size_t bytes = QuantizedActs::bytes_for(T, K);
   QuantizedActs xq = QuantizedActs::carve(s.shared((bytes + sizeof(float) - 1) / sizeof(float)), T, K);
-  const auto kernel = w.dtype == DType::Q8_0 ? k.qmatmul_q8_0 : k.qmatmul_q4_0;
+  const auto kernel = w.dtype == DType::Q8_0 ? k.qmatmul_q8_0 : w.dtype == DType::Q4_0_R16 ? k.qmatmul_q4_0_r16 : k.qmatmul_q4_0;
   const auto* wp = static_cast<const uint8_t*>(w.data);
   // Work in bytes of W read times tokens: a decode GEMV of a small matrix stays on one thread.
   const int nt = static_cast<int>(std::min<int64_t>(threads_for(T * N * K), N));
@@ -201,8 +215,10 @@ void matmul(const Kernels& k, Scratch& s, const Tensor& out, const Tensor& x, co
       for (int64_t n = 0; n < w.rows(); ++n) out.row<float>(t)[n] = bias.empty() ? 0.0f : bias.ptr<float>()[n];
     return;
   }
-  if (is_quantized(w.dtype) && x.rows() < kQuantGemmTokens)
+  if (is_quantized(w.dtype) && x.rows() < kQuantGemmTokens) {
+    if (w.dtype == DType::Q4_0_R16 && !k.qmatmul_q4_0_r16) return ref::matmul(out, x, w, bias);  // no kernel: exact
     qmatmul(k, s, out, x, w, bias);
+  }
   else if (x.rows() == 1)
     gemv(k, out, x, w, bias);
   else

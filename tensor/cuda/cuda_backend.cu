@@ -94,7 +94,7 @@ class CudaBackend final : public Backend {
   }
 
   // The weight's bytes (its whole span, strides kept) copied once into GPU memory.
-  Tensor adopt_weight(const Tensor& host, std::shared_ptr<void>& keep) override {
+  Tensor adopt_weight(const Tensor& host, bool, std::shared_ptr<void>& keep) override {
     if (host.device != Device::CPU) throw std::invalid_argument("adopt_weight: " + host.describe() + " is not on the host");
     const size_t bytes = span_bytes(host);
     keep = device_buffer(bytes);
