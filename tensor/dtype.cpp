@@ -10,7 +10,7 @@ namespace purellm {
 namespace {
 
 // One row per dtype, in enum order.
-constexpr std::array<DTypeTraits, 8> kTraits = {{
+constexpr std::array<DTypeTraits, 9> kTraits = {{
     {DType::F32, "F32", 1, 4, true},
     {DType::F16, "F16", 1, 2, true},
     {DType::BF16, "BF16", 1, 2, true},
@@ -18,7 +18,8 @@ constexpr std::array<DTypeTraits, 8> kTraits = {{
     {DType::I64, "I64", 1, 8, false},
     {DType::Q8_0, "Q8_0", 32, 34, true},  // f16 scale + 32 x int8
     {DType::Q4_0, "Q4_0", 32, 18, true},  // f16 scale + 16 bytes of 4-bit pairs
-    {DType::Q4_0_R16, "Q4_0_R16", 32, 18, true},  // the same blocks, 16 rows interleaved
+    {DType::Q8_0_R16, "Q8_0_R16", 32, 34, true},  // the same blocks, 16 rows interleaved
+    {DType::Q4_0_R16, "Q4_0_R16", 32, 18, true},
 }};
 
 }  // namespace
@@ -33,7 +34,7 @@ std::string_view dtype_name(DType t) { return traits(t).name; }
 
 std::optional<DType> dtype_from_name(std::string_view name) {
   for (const auto& tr : kTraits)
-    if (tr.name == name && tr.dtype != DType::Q4_0_R16) return tr.dtype;  // R16: memory only
+    if (tr.name == name && !is_interleaved(tr.dtype)) return tr.dtype;  // R16: memory only
   return std::nullopt;
 }
 

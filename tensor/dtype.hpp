@@ -14,10 +14,10 @@
 
 namespace purellm {
 
-// Q4_0_R16 is Q4_0 with the rows of a matrix interleaved in groups of 16 (quant.hpp): the CPU
-// backend's own layout for its AVX-512 VNNI kernels, made at load, never read from or written
-// to a file.
-enum class DType : uint8_t { F32, F16, BF16, I32, I64, Q8_0, Q4_0, Q4_0_R16 };
+// Q8_0_R16 / Q4_0_R16 are Q8_0 / Q4_0 with the rows of a matrix interleaved in groups of 16
+// (quant.hpp): the CPU backend's own layouts for its AVX-512 VNNI kernels, made at load, never
+// read from or written to a file.
+enum class DType : uint8_t { F32, F16, BF16, I32, I64, Q8_0, Q4_0, Q8_0_R16, Q4_0_R16 };
 
 struct DTypeTraits {
   DType dtype;
@@ -34,8 +34,9 @@ std::optional<DType> dtype_from_name(std::string_view name);
 // Parses a user-facing dtype flag ("f32", "bf16", "q8_0", ...), case-insensitive.
 std::optional<DType> dtype_from_flag(std::string_view name);
 
-// Q8_0 / Q4_0 (and Q4_0_R16): blocks of 32 values with one scale (quant.hpp).
-inline bool is_quantized(DType t) { return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_0_R16; }
+// Q8_0 / Q4_0 (and their _R16 layouts): blocks of 32 values with one scale (quant.hpp).
+inline bool is_interleaved(DType t) { return t == DType::Q8_0_R16 || t == DType::Q4_0_R16; }
+inline bool is_quantized(DType t) { return t == DType::Q8_0 || t == DType::Q4_0 || is_interleaved(t); }
 
 // Bytes taken by n elements of type t; n must be a multiple of the block size.
 inline size_t dtype_bytes(DType t, int64_t n) {

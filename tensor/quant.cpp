@@ -72,64 +72,76 @@ void dequantize_row_q4_0(const void* src, float* dst, int64_t n) {
   }
 }
 
-void repack_q4_0_r16(const void* src, void* dst, int64_t rows, int64_t n) {
-  const int64_t nb = n / kQuantBlock, groups = rows / kR16;
-  const auto* in = static_cast<const BlockQ4_0*>(src);
-  auto* out = static_cast<uint8_t*>(dst);
-  std::vector<BlockQ4_0> group(static_cast<size_t>(kR16 * nb));
-  for (int64_t g = 0; g < groups; ++g) {
-    std::copy(in + g * kR16 * nb, in + (g + 1) * kR16 * nb, group.begin());
-    for (int64_t b = 0; b < nb; ++b) {
-      uint8_t* o = out + (g * nb + b) * kR16BlockBytes;
-      for (int64_t r = 0; r < kR16; ++r) {
-        const BlockQ4_0& blk = group[static_cast<size_t>(r * nb + b)];
-        std::memcpy(o + 2 * r, &blk.d, 2);
-        for (int64_t c = 0; c < 4; ++c) std::memcpy(o + 32 + c * 64 + r * 4, blk.q + 4 * c, 4);
-      }
-    }
-  }
-  const int64_t plain = groups * kR16 * nb;  // the tail rows, as they are
-  std::memmove(out + plain * static_cast<int64_t>(sizeof(BlockQ4_0)), in + plain,
-               static_cast<size_t>(rows * nb - plain) * sizeof(BlockQ4_0));
-}
+DType interleaved_of(DType plain) { return plain == DType::Q8_0 ? DType::Q8_0_R16 : DType::Q4_0_R16; }
+DType plain_of(DType interleaved) { return interleaved == DType::Q8_0_R16 ? DType::Q8_0 : DType::Q4_0; }
 
 namespace {
 
-// Row r of a Q4_0_R16 matrix: a tail row (plain) or row r % 16 of group r / 16.
-struct R16Row {
-  const BlockQ4_0* plain = nullptr;   // the row itself when it is a tail row
-  const uint8_t* group = nullptr;     // else the first byte of its group
-  int64_t i = 0;                      // and its place in the group
+// The bytes of one plain block (bb), its quants in 4-byte pieces, and what XOR stores them.
+struct R16Shape {
+  int64_t bb, pieces;
+  uint8_t flip;
+  explicit R16Shape(DType plain)
+      : bb(traits(plain).block_bytes), pieces((bb - 2) / 4), flip(plain == DType::Q8_0 ? 0x80 : 0x00) {}
 };
 
-R16Row find_row_r16(const void* w, int64_t rows, int64_t n, int64_t r) {
-  const int64_t nb = n / kQuantBlock;
-  if (r >= rows / kR16 * kR16) return {static_cast<const BlockQ4_0*>(w) + r * nb, nullptr, 0};
-  return {nullptr, static_cast<const uint8_t*>(w) + (r / kR16) * nb * kR16BlockBytes, r % kR16};
+void flip_bytes(uint8_t* p, int64_t n, uint8_t flip) {
+  for (int64_t i = 0; i < n; ++i) p[i] ^= flip;
 }
 
-// Block b of row i of a group, gathered back into a plain block.
-BlockQ4_0 block_r16(const uint8_t* group, int64_t b, int64_t i) {
-  const uint8_t* p = group + b * kR16BlockBytes;
-  BlockQ4_0 blk;
-  std::memcpy(&blk.d, p + 2 * i, 2);
-  for (int64_t c = 0; c < 4; ++c) std::memcpy(blk.q + 4 * c, p + 32 + c * 64 + i * 4, 4);
-  return blk;
+// Block b of row i of the group at `group`, back into a plain block at dst.
+void gather_block(const R16Shape& s, const uint8_t* group, int64_t b, int64_t i, uint8_t* dst) {
+  const uint8_t* p = group + b * kR16 * s.bb;
+  std::memcpy(dst, p + 2 * i, 2);
+  for (int64_t c = 0; c < s.pieces; ++c) std::memcpy(dst + 2 + 4 * c, p + 32 + c * 64 + i * 4, 4);
+  flip_bytes(dst + 2, s.bb - 2, s.flip);
 }
 
 }  // namespace
 
-void blocks_q4_0_r16(const void* w, int64_t rows, int64_t n, int64_t r, int64_t b0, int64_t count, BlockQ4_0* dst) {
-  const R16Row row = find_row_r16(w, rows, n, r);
-  for (int64_t b = 0; b < count; ++b) dst[b] = row.plain ? row.plain[b0 + b] : block_r16(row.group, b0 + b, row.i);
+void interleave_rows(DType plain, const void* src, void* dst, int64_t rows, int64_t n) {
+  const R16Shape s(plain);
+  const int64_t nb = n / kQuantBlock, groups = rows / kR16, group_bytes = kR16 * nb * s.bb;
+  const auto* in = static_cast<const uint8_t*>(src);
+  auto* out = static_cast<uint8_t*>(dst);
+  std::vector<uint8_t> group(static_cast<size_t>(group_bytes));
+  for (int64_t g = 0; g < groups; ++g) {
+    std::memcpy(group.data(), in + g * group_bytes, group.size());
+    for (int64_t b = 0; b < nb; ++b) {
+      uint8_t* o = out + g * group_bytes + b * kR16 * s.bb;
+      for (int64_t r = 0; r < kR16; ++r) {
+        const uint8_t* blk = group.data() + (r * nb + b) * s.bb;
+        std::memcpy(o + 2 * r, blk, 2);
+        for (int64_t c = 0; c < s.pieces; ++c) std::memcpy(o + 32 + c * 64 + r * 4, blk + 2 + 4 * c, 4);
+      }
+      flip_bytes(o + 32, kR16 * (s.bb - 2), s.flip);
+    }
+  }
+  std::memmove(out + groups * group_bytes, in + groups * group_bytes,  // the tail rows, as they are
+               static_cast<size_t>((rows - groups * kR16) * nb * s.bb));
 }
 
-void dequantize_row_q4_0_r16(const void* w, int64_t rows, int64_t n, int64_t r, float* dst) {
-  const R16Row row = find_row_r16(w, rows, n, r);
-  if (row.plain) return dequantize_row_q4_0(row.plain, dst, n);
-  for (int64_t b = 0; b < n / kQuantBlock; ++b) {
-    const BlockQ4_0 blk = block_r16(row.group, b, row.i);
-    dequantize_row_q4_0(&blk, dst + b * kQuantBlock, kQuantBlock);
+void blocks_of_row(DType r16, const void* w, int64_t rows, int64_t n, int64_t r, int64_t b0, int64_t count,
+                   void* dst) {
+  const R16Shape s(plain_of(r16));
+  const int64_t nb = n / kQuantBlock;
+  const auto* base = static_cast<const uint8_t*>(w);
+  auto* out = static_cast<uint8_t*>(dst);
+  if (r >= rows / kR16 * kR16) {  // a tail row: plain
+    std::memcpy(out, base + (r * nb + b0) * s.bb, static_cast<size_t>(count * s.bb));
+    return;
+  }
+  const uint8_t* group = base + (r / kR16) * kR16 * nb * s.bb;
+  for (int64_t b = 0; b < count; ++b) gather_block(s, group, b0 + b, r % kR16, out + b * s.bb);
+}
+
+void dequantize_row_r16(DType r16, const void* w, int64_t rows, int64_t n, int64_t r, float* dst) {
+  alignas(8) uint8_t blocks[8 * sizeof(BlockQ8_0)];  // 8 blocks at a time
+  const DType plain = plain_of(r16);
+  for (int64_t k0 = 0; k0 < n; k0 += 8 * kQuantBlock) {
+    const int64_t m = std::min<int64_t>(8 * kQuantBlock, n - k0);
+    blocks_of_row(r16, w, rows, n, r, k0 / kQuantBlock, m / kQuantBlock, blocks);
+    (plain == DType::Q8_0 ? dequantize_row_q8_0 : dequantize_row_q4_0)(blocks, dst + k0, m);
   }
 }
 

@@ -40,25 +40,30 @@ void quantize_row_q4_0(const float* src, void* dst, int64_t n);
 void dequantize_row_q8_0(const void* src, float* dst, int64_t n);
 void dequantize_row_q4_0(const void* src, float* dst, int64_t n);
 
-// ---- Q4_0_R16: a Q4_0 matrix with its rows interleaved by 16 -----------------------------------
-// The CPU backend's layout for its AVX-512 VNNI kernels (made at load from Q4_0): one 64-byte
-// load holds 8 values of each of 16 rows, so the integer sums of a block land in 16 lanes, one
-// per row, and the block's 16 scales are one 32-byte load (no shuffle and no horizontal sum per
-// row, as the plain layout needs). Rows 16g .. 16g+15 keep their bytes (16 rows x ldb, ldb the
-// bytes of one row) in this order: block b of the group at 288 * b holds the 16 F16 scales, then
-// for chunk c = 0..3 the bytes 4c .. 4c+3 of each row's 16 bytes of nibbles (64 bytes a chunk).
-// The last rows % 16 rows stay plain Q4_0. Row r's bytes start where a plain row's would
-// (r * ldb), so the rows from a multiple of 16 on are again a Q4_0_R16 matrix.
+// ---- Q8_0_R16 / Q4_0_R16: a Q8_0 / Q4_0 matrix with its rows interleaved by 16 -----------------
+// The CPU backend's layouts for its AVX-512 VNNI kernels (made at load from Q8_0 / Q4_0): one
+// 64-byte load holds 4 bytes of the quants of each of 16 rows, so the integer sums of a block
+// land in 16 lanes, one per row, and the block's 16 scales are one 32-byte load (no shuffle and
+// no horizontal sum per row, as the plain layout needs). Rows 16g .. 16g+15 keep their bytes (16
+// rows x ldb, ldb the bytes of one row) in this order: block b of the group, at 16 * bb * b (bb
+// the plain block's bytes: 34 or 18), holds the 16 F16 scales, then for each 4 bytes c of the
+// quants (8 for Q8_0, 4 for Q4_0's nibbles) those bytes of every row (64 bytes). Q8_0 quants are
+// stored plus 128 (XOR 0x80), unsigned, as vpdpbusd multiplies. The last rows % 16 rows stay
+// plain rows. Row r's bytes start where a plain row's would (r * ldb), so the rows from a
+// multiple of 16 on are again an R16 matrix.
 constexpr int64_t kR16 = 16;
-constexpr int64_t kR16BlockBytes = kR16 * static_cast<int64_t>(sizeof(BlockQ4_0));  // 288
-// `rows` plain Q4_0 rows of n values (n % 32 == 0) from src into the R16 layout at dst (the same
-// size; dst may be src: one group at a time goes through a buffer).
-void repack_q4_0_r16(const void* src, void* dst, int64_t rows, int64_t n);
-// Blocks b0 .. b0 + count - 1 of row r of a Q4_0_R16 matrix of `rows` rows of n values, as
-// plain Q4_0 blocks.
-void blocks_q4_0_r16(const void* w, int64_t rows, int64_t n, int64_t r, int64_t b0, int64_t count, BlockQ4_0* dst);
+// Q8_0 <-> Q8_0_R16, Q4_0 <-> Q4_0_R16.
+DType interleaved_of(DType plain);
+DType plain_of(DType interleaved);
+// `rows` plain rows of n values (n % 32 == 0) of dtype `plain` from src into its R16 layout at
+// dst (the same size; dst may be src: one group at a time goes through a buffer).
+void interleave_rows(DType plain, const void* src, void* dst, int64_t rows, int64_t n);
+// Blocks b0 .. b0 + count - 1 of row r of an R16 matrix (dtype r16) of `rows` rows of n values,
+// as plain blocks (BlockQ8_0 / BlockQ4_0).
+void blocks_of_row(DType r16, const void* w, int64_t rows, int64_t n, int64_t r, int64_t b0, int64_t count,
+                   void* dst);
 // The same row dequantized to F32.
-void dequantize_row_q4_0_r16(const void* w, int64_t rows, int64_t n, int64_t r, float* dst);
+void dequantize_row_r16(DType r16, const void* w, int64_t rows, int64_t n, int64_t r, float* dst);
 
 // One row of n F32 values written as dtype `to` (F32, F16, BF16, Q8_0, Q4_0): the conversion
 // weights go through at load (--dtype). Quantized types need n % 32 == 0.

@@ -62,7 +62,7 @@ Tensor Tensor::rows_view(int64_t first, int64_t count) const {
   if (ndim < 1 || first < 0 || count < 0 || first + count > shape[0])
     throw std::out_of_range("rows_view out of range on " + describe());
   // Interleaved groups of 16 rows (quant.hpp): a view starts on a group and ends on one or at the end.
-  if (dtype == DType::Q4_0_R16 && (first % kR16 || (count % kR16 && first + count != shape[0])))
+  if (is_interleaved(dtype) && (first % kR16 || (count % kR16 && first + count != shape[0])))
     throw std::invalid_argument("rows_view of rows " + std::to_string(first) + ".." + std::to_string(first + count) +
                                 " of " + describe() + ": its rows come in groups of 16");
   Tensor t = *this;
@@ -75,7 +75,7 @@ Tensor Tensor::cols_view(int64_t first, int64_t count) const {
   const auto last = static_cast<size_t>(ndim - 1);
   if (ndim < 1 || first < 0 || count < 0 || first + count > shape[last])
     throw std::out_of_range("cols_view out of range on " + describe());
-  if (dtype == DType::Q4_0_R16 && count != shape[last])
+  if (is_interleaved(dtype) && count != shape[last])
     throw std::invalid_argument("cols_view of " + describe() + ": its rows are interleaved, only whole rows");
   Tensor t = *this;
   t.shape[last] = count;

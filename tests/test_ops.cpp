@@ -621,60 +621,66 @@ TEST_P(Ops, QuantizedBadShapesThrow) {
                std::invalid_argument);
 }
 
-// ---- Q4_0_R16: Q4_0 rows interleaved by 16 (the AVX-512 VNNI layout, quant.hpp) -------------------
+// ---- Q8_0_R16 / Q4_0_R16: rows interleaved by 16 (the AVX-512 VNNI layouts, quant.hpp) ---------
 
-// The rows of a contiguous Q4_0 matrix in the R16 layout.
-Tensor repacked_r16(const Tensor& q4, std::deque<OwnedTensor>& store) {
-  store.push_back(OwnedTensor::zeros(DType::Q4_0_R16, {q4.rows(), q4.cols()}));
-  repack_q4_0_r16(q4.data, store.back().view.data, q4.rows(), q4.cols());
+// The rows of a contiguous Q8_0 / Q4_0 matrix in its R16 layout.
+Tensor interleaved(const Tensor& q, std::deque<OwnedTensor>& store) {
+  store.push_back(OwnedTensor::zeros(interleaved_of(q.dtype), {q.rows(), q.cols()}));
+  interleave_rows(q.dtype, q.data, store.back().view.data, q.rows(), q.cols());
   return store.back().view;
 }
 
-#define SKIP_UNLESS_R16(backend) \
-  if (!(backend).supports(Op::Matmul, DType::Q4_0_R16)) GTEST_SKIP() << (backend).name() << " does not take Q4_0_R16"
+#define SKIP_UNLESS_R16(backend)                                                                          \
+  if (!(backend).supports(Op::Matmul, DType::Q8_0_R16) || !(backend).supports(Op::Matmul, DType::Q4_0_R16)) \
+  GTEST_SKIP() << (backend).name() << " does not take the R16 layouts"
 
-// The fast backend on R16 weights against the reference on the same weights as plain Q4_0: every
+// The fast backend on R16 weights against the reference on the same weights as plain rows: every
 // road (decode GEMV, short prompts, the F32 GEMM's packing) on group counts with and without a
-// tail of plain rows. On an ISA without the R16 kernel the short roads fall back to the reference.
+// tail of plain rows. On an ISA without the R16 kernels the short roads fall back to the reference.
 TEST_P(Ops, QuantizedMatmulR16) {
   SKIP_UNLESS_R16(*fast_);
-  for (int64_t T : {1, 2, 5, 17, 97})
-    for (int64_t K : kQuantK)
-      for (int64_t N : {16, 17, 33, 48, 127}) {
-        const Tensor x = random(T, K, N % 3), plain = convert(random(N, K), DType::Q4_0);
-        const Tensor w = repacked_r16(plain, store_), bias = N % 2 ? random(1, N) : Tensor{};
-        const Tensor got = zeros(DType::F32, T, N, 1), want = zeros(DType::F32, T, N, 1);
-        fast_->matmul(got, x, w, bias);
-        ref_->matmul(want, x, plain, bias);
-        expect_close(got, want, 1e-5 * std::sqrt(static_cast<double>(K)), 1e-5,
-                     "R16 matmul T " + std::to_string(T) + " K " + std::to_string(K) + " N " + std::to_string(N));
-      }
+  for (DType dt : {DType::Q8_0, DType::Q4_0})
+    for (int64_t T : {1, 2, 5, 17, 97})
+      for (int64_t K : kQuantK)
+        for (int64_t N : {16, 17, 33, 48, 127}) {
+          const Tensor x = random(T, K, N % 3), plain = convert(random(N, K), dt);
+          const Tensor w = interleaved(plain, store_), bias = N % 2 ? random(1, N) : Tensor{};
+          const Tensor got = zeros(DType::F32, T, N, 1), want = zeros(DType::F32, T, N, 1);
+          fast_->matmul(got, x, w, bias);
+          ref_->matmul(want, x, plain, bias);
+          expect_close(got, want, 1e-5 * std::sqrt(static_cast<double>(K)), 1e-5,
+                       std::string(dtype_name(w.dtype)) + " matmul T " + std::to_string(T) + " K " +
+                           std::to_string(K) + " N " + std::to_string(N));
+        }
 }
 
-// What the loader does: the backend adopts a Q4_0 matrix, into the R16 layout where its kernels
-// take it, and computes the same products (threads split rows on group boundaries).
+// What the loader does: the backend adopts a Q8_0 / Q4_0 matrix, into the R16 layout where its
+// kernels take it, and computes the same products (threads split rows on group boundaries).
 TEST_P(Ops, QuantizedAdoptR16) {
-  SKIP_UNLESS_R16(*fast_);  // (a device backend keeps Q4_0 to itself)
-  const int64_t K = 320, N = 1031;
-  const Tensor plain = convert(random(N, K), DType::Q4_0), bias = random(1, N);
-  std::shared_ptr<void> keep, keep_rewritten;
-  const Tensor w = fast_->adopt_weight(plain, false, keep);  // plain stays for the reference
-  const Tensor copy = clone(plain), rewritten = fast_->adopt_weight(copy, true, keep_rewritten);
+  SKIP_UNLESS_R16(*fast_);  // (a device backend keeps its weights to itself)
   const cpu::Kernels* k = cpu::kernels_for(GetParam());
-  EXPECT_EQ(w.dtype, k && k->qmatmul_q4_0_r16 ? DType::Q4_0_R16 : DType::Q4_0);
-  EXPECT_EQ(w.dtype == DType::Q4_0_R16, keep != nullptr);
-  EXPECT_EQ(rewritten.data, copy.data);  // in place: no second copy
-  EXPECT_EQ(keep_rewritten, nullptr);
-  EXPECT_EQ(std::memcmp(rewritten.data, w.data, w.nbytes()), 0);
-  for (int64_t T : {1, 37, 97}) {
-    const Tensor x = random(T, K), want = zeros(DType::F32, T, N);
-    ref_->matmul(want, x, plain, bias);
-    for (int threads : {1, 2}) {
-      cpu::set_num_threads(threads);
-      const Tensor got = zeros(DType::F32, T, N);
-      fast_->matmul(got, x, w, bias);
-      expect_close(got, want, 1e-5 * std::sqrt(static_cast<double>(K)), 1e-5,
-                   "adopted Q4_0 T " + std::to_string(T) + " threads " + std::to_string(threads));
+  const int64_t K = 320, N = 1031;
+  for (DType dt : {DType::Q8_0, DType::Q4_0}) {
+    const Tensor plain = convert(random(N, K), dt), bias = random(1, N);
+    std::shared_ptr<void> keep, keep_rewritten;
+    const Tensor w = fast_->adopt_weight(plain, false, keep);  // plain stays for the reference
+    const Tensor copy = clone(plain), rewritten = fast_->adopt_weight(copy, true, keep_rewritten);
+    EXPECT_EQ(w.dtype, k && k->qmatmul_r16 ? interleaved_of(dt) : dt);
+    EXPECT_EQ(is_interleaved(w.dtype), keep != nullptr);
+    EXPECT_EQ(rewritten.data, copy.data);  // in place: no second copy
+    EXPECT_EQ(keep_rewritten, nullptr);
+    EXPECT_EQ(std::memcmp(rewritten.data, w.data, w.nbytes()), 0);
+    for (int64_t T : {1, 37, 97}) {
+      const Tensor x = random(T, K), want = zeros(DType::F32, T, N);
+      ref_->matmul(want, x, plain, bias);
+      for (int threads : {1, 2}) {
+        cpu::set_num_threads(threads);
+        const Tensor got = zeros(DType::F32, T, N);
+        fast_->matmul(got, x, w, bias);
+        expect_close(got, want, 1e-5 * std::sqrt(double{K}), 1e-5,
+                     "adopted " + std::string(dtype_name(dt)) + " T " + std::to_string(T) + " threads " +
+                         std::to_string(threads));
+      }
     }
   }
 }
@@ -682,46 +688,51 @@ TEST_P(Ops, QuantizedAdoptR16) {
 TEST_P(Ops, QuantizedEmbedR16) {
   SKIP_UNLESS_R16(*fast_);
   const std::vector<int32_t> ids = {0, 15, 16, 31, 32, 36, 5};  // group edges and the tail (32..36)
-  for (int64_t cols : {32, 96, 4096 + 32}) {
-    const Tensor plain = convert(random(37, cols), DType::Q4_0), table = repacked_r16(plain, store_);
-    const Tensor got = zeros(DType::F32, 7, cols), want = zeros(DType::F32, 7, cols);
-    fast_->embed(got, table, ids);
-    ref_->embed(want, plain, ids);
-    expect_close(got, want, 0, 0, "R16 embed cols " + std::to_string(cols));
-  }
+  for (DType dt : {DType::Q8_0, DType::Q4_0})
+    for (int64_t cols : {32, 96, 4096 + 32}) {
+      const Tensor plain = convert(random(37, cols), dt), table = interleaved(plain, store_);
+      const Tensor got = zeros(DType::F32, 7, cols), want = zeros(DType::F32, 7, cols);
+      fast_->embed(got, table, ids);
+      ref_->embed(want, plain, ids);
+      expect_close(got, want, 0, 0, std::string(dtype_name(table.dtype)) + " embed cols " + std::to_string(cols));
+    }
 }
 
-// Every row of the R16 layout reads back as the plain row it came from, block for block; a view
-// of the rows from a group on is again R16; views that cut a group, or columns, are refused.
+// Every row of an R16 layout reads back as the plain row it came from, block for block; a view of
+// the rows from a group on is again R16; views that cut a group, or columns, are refused.
 TEST(Quant, R16LayoutKeepsEveryRow) {
-  const int64_t rows = 37, K = 96, nb = K / 32;
+  const int64_t rows = 37, K = 96;
   std::mt19937 rng(3);
   std::uniform_real_distribution<float> u(-2.0f, 2.0f);
-  OwnedTensor plain = OwnedTensor::zeros(DType::Q4_0, {rows, K}), r16 = OwnedTensor::zeros(DType::Q4_0_R16, {rows, K});
   std::vector<float> x(static_cast<size_t>(K)), want(static_cast<size_t>(K)), got(static_cast<size_t>(K));
-  for (int64_t r = 0; r < rows; ++r) {
-    for (float& v : x) v = u(rng);
-    quantize_row_q4_0(x.data(), plain.view.row(r), K);
+  for (DType dt : {DType::Q8_0, DType::Q4_0}) {
+    const DType r16 = interleaved_of(dt);
+    EXPECT_EQ(plain_of(r16), dt);
+    OwnedTensor plain = OwnedTensor::zeros(dt, {rows, K}), w = OwnedTensor::zeros(r16, {rows, K});
+    for (int64_t r = 0; r < rows; ++r) {
+      for (float& v : x) v = u(rng);
+      convert_row_from_f32(dt, x.data(), plain.view.row(r), K);
+    }
+    interleave_rows(dt, plain.view.data, w.view.data, rows, K);
+    EXPECT_NE(std::memcmp(plain.view.data, w.view.data, plain.view.nbytes()), 0);
+    std::vector<uint8_t> blocks(dtype_bytes(dt, K));
+    for (int64_t r = 0; r < rows; ++r) {
+      blocks_of_row(r16, w.view.data, rows, K, r, 0, K / 32, blocks.data());
+      EXPECT_EQ(std::memcmp(blocks.data(), plain.view.row(r), blocks.size()), 0) << dtype_name(r16) << " row " << r;
+      ref::weight_row_f32(plain.view, r, want.data());
+      dequantize_row_r16(r16, w.view.data, rows, K, r, got.data());
+      EXPECT_EQ(got, want) << dtype_name(r16) << " row " << r;
+    }
+    const Tensor tail = w.view.rows_view(16, 21);  // one group and the 5 plain rows
+    dequantize_row_r16(r16, tail.data, tail.rows(), K, 20, got.data());
+    ref::weight_row_f32(plain.view, 36, want.data());
+    EXPECT_EQ(got, want);
+    EXPECT_THROW(w.view.rows_view(8, 16), std::invalid_argument);
+    EXPECT_THROW(w.view.rows_view(0, 20), std::invalid_argument);
+    EXPECT_THROW(w.view.cols_view(0, 64), std::invalid_argument);
+    EXPECT_FALSE(dtype_from_name(dtype_name(r16)));  // a memory layout, never a file's dtype
+    EXPECT_EQ(dtype_bytes(r16, K), dtype_bytes(dt, K));
   }
-  repack_q4_0_r16(plain.view.data, r16.view.data, rows, K);
-  EXPECT_NE(std::memcmp(plain.view.data, r16.view.data, plain.view.nbytes()), 0);
-  std::vector<BlockQ4_0> blocks(static_cast<size_t>(nb));
-  for (int64_t r = 0; r < rows; ++r) {
-    blocks_q4_0_r16(r16.view.data, rows, K, r, 0, nb, blocks.data());
-    EXPECT_EQ(std::memcmp(blocks.data(), plain.view.row(r), dtype_bytes(DType::Q4_0, K)), 0) << "row " << r;
-    dequantize_row_q4_0(plain.view.row(r), want.data(), K);
-    dequantize_row_q4_0_r16(r16.view.data, rows, K, r, got.data());
-    EXPECT_EQ(got, want) << "row " << r;
-  }
-  const Tensor tail = r16.view.rows_view(16, 21);  // one group and the 5 plain rows
-  dequantize_row_q4_0_r16(tail.data, tail.rows(), K, 20, got.data());
-  dequantize_row_q4_0(plain.view.row(36), want.data(), K);
-  EXPECT_EQ(got, want);
-  EXPECT_THROW(r16.view.rows_view(8, 16), std::invalid_argument);
-  EXPECT_THROW(r16.view.rows_view(0, 20), std::invalid_argument);
-  EXPECT_THROW(r16.view.cols_view(0, 64), std::invalid_argument);
-  EXPECT_FALSE(dtype_from_name("Q4_0_R16"));  // a memory layout, never a file's dtype
-  EXPECT_EQ(dtype_bytes(DType::Q4_0_R16, K), dtype_bytes(DType::Q4_0, K));
 }
 
 // Round trips: each value comes back within the rounding of its block, i.e. half a step of

@@ -136,11 +136,11 @@ class CpuBackend final : public Backend {
   std::shared_ptr<void> alloc(size_t bytes) override { return host_alloc(bytes); }
   void upload(const Tensor& dst, const void* host) override { std::memcpy(dst.data, host, dst.nbytes()); }
   void download(void* host, const Tensor& src) override { std::memcpy(host, src.data, src.nbytes()); }
-  // Weights are read in place, except Q4_0 matrices where this ISA has the Q4_0_R16 kernel:
+  // Weights are read in place, except Q8_0 / Q4_0 matrices where this ISA has the R16 kernels:
   // those are rearranged once into that layout (quant.hpp), in place when host is rewritable.
   Tensor adopt_weight(const Tensor& host, bool rewritable, std::shared_ptr<void>& keep) override {
-    if (!k_ || !k_->qmatmul_q4_0_r16 || host.dtype != DType::Q4_0 || host.ndim != 2 || !host.is_contiguous() ||
-        host.rows() < kR16)
+    const bool plain_quant = host.dtype == DType::Q8_0 || host.dtype == DType::Q4_0;
+    if (!k_ || !k_->qmatmul_r16 || !plain_quant || host.ndim != 2 || !host.is_contiguous() || host.rows() < kR16)
       return host;
     Tensor t = host;
     if (!rewritable) {
@@ -148,8 +148,8 @@ class CpuBackend final : public Backend {
       keep = std::shared_ptr<void>(buffer, buffer->data());
       t.data = buffer->data();
     }
-    repack_q4_0_r16(host.data, t.data, host.rows(), host.cols());
-    t.dtype = DType::Q4_0_R16;
+    interleave_rows(host.dtype, host.data, t.data, host.rows(), host.cols());
+    t.dtype = interleaved_of(host.dtype);
     return t;
   }
 

@@ -110,10 +110,12 @@ struct Kernels {
                        int64_t ldw, int64_t N);
   void (*qmatmul_q4_0)(float* out, int64_t ldo, const QuantizedActs& x, int64_t T, const uint8_t* w,
                        int64_t ldw, int64_t N);
-  // The same for Q4_0_R16 W (quant.hpp): N rows from a multiple of 16, the last N % 16 plain.
-  // Null where the ISA has no kernel for the layout (then the CPU backend keeps Q4_0 as it is).
-  void (*qmatmul_q4_0_r16)(float* out, int64_t ldo, const QuantizedActs& x, int64_t T, const uint8_t* w,
+  // The same for Q8_0_R16 / Q4_0_R16 W (quant.hpp): N rows from a multiple of 16 (the last
+  // N % 16 plain), [0] for Q8_0_R16, [1] for Q4_0_R16. Null where the ISA has no kernels for the
+  // layouts (then the CPU backend keeps Q8_0 / Q4_0 as they are).
+  using QMatmul = void (*)(float* out, int64_t ldo, const QuantizedActs& x, int64_t T, const uint8_t* w,
                            int64_t ldw, int64_t N);
+  const QMatmul* qmatmul_r16;
 
   // The FMA units' limit, for benchmarks: `iters` steps of kFmaChains independent vector FMA
   // chains (acc = acc * m + a, enough chains to hide the FMA latency); *sink = the sum of all

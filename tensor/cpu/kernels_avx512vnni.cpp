@@ -15,7 +15,9 @@ const Kernels& kernel_table_avx512vnni() {
     Kernels k = kernel_table<xsimd::avx512bw>();
     k.qmatmul_q8_0 = simd::qmatmul<Avx512Vnni, DType::Q8_0>;
     k.qmatmul_q4_0 = simd::qmatmul<Avx512Vnni, DType::Q4_0>;
-    k.qmatmul_q4_0_r16 = simd::qmatmul_r16<Avx512Vnni>;
+    static constexpr Kernels::QMatmul r16[] = {simd::qmatmul_r16<Avx512Vnni, DType::Q8_0>,
+                                               simd::qmatmul_r16<Avx512Vnni, DType::Q4_0>};
+    k.qmatmul_r16 = r16;
     return k;
   }();
   return table;

@@ -780,12 +780,20 @@ void qmatmul(float* out, int64_t ldo, const QuantizedActs& x, int64_t T, const u
 }
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
-// Q4_0_R16 (quant.hpp): one group of 16 rows times C tokens. Per block, the group's 4 chunks
-// unpack to 8 vectors of nibbles (lane = row, 4 values each); each token's matching 4 bytes of
-// x, broadcast, meet them in vpdpbusd, so the 16 lanes end as the 16 rows' block sums (from
-// -8 * sum(x), as in qtile), scaled by the block's 16 scales in one multiply.
-template <class A, int C>
+// The R16 layouts (quant.hpp): one group of 16 rows times C tokens. Per block, the group's quants
+// become 8 vectors of unsigned bytes, lane = row, 4 bytes each: Q8_0's 8 pieces as stored (plus
+// 128), Q4_0's 4 pieces split into low and high nibbles. The matching 4 bytes of each token's x,
+// broadcast, meet them in vpdpbusd, so the 16 lanes end as the rows' block sums (started at
+// -128 or -8 times sum(x), what the unsigned offsets added), scaled by the block's 16 scales at once.
+template <DType D>
+constexpr int64_t r16_x_offset(int j) {  // where in the block of x piece j's 4 values start
+  return D == DType::Q8_0 ? 4 * j : (j % 2 ? 16 : 0) + 4 * (j / 2);
+}
+
+template <class A, DType D, int C>
 void qtile_r16(float* out, int64_t ldo, const QuantizedActs& x, int64_t t0, const uint8_t* group) {
+  constexpr int64_t kGroupBlock = kR16 * kBlockBytes<D>;
+  constexpr int32_t kOffset = D == DType::Q8_0 ? 128 : 8;
   const int64_t K = x.K, nb = K / 32;
   const int8_t* xq = x.q + t0 * K;
   const float* xd = x.d + t0 * nb;
@@ -799,20 +807,24 @@ void qtile_r16(float* out, int64_t ldo, const QuantizedActs& x, int64_t t0, cons
   __m512 acc[C];
   for (int c = 0; c < C; ++c) acc[c] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
-    const uint8_t* p = group + b * kR16BlockBytes;
-    __m512i lo[4], hi[4];
-    for (int j = 0; j < 4; ++j) {
-      const __m512i v = _mm512_loadu_si512(p + 32 + 64 * j);
-      lo[j] = _mm512_and_si512(v, mask);
-      hi[j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
+    const uint8_t* p = group + b * kGroupBlock;
+    __m512i w[8];
+    for (int j = 0; j < 8; ++j) {
+      if constexpr (D == DType::Q8_0) {
+        w[j] = _mm512_loadu_si512(p + 32 + 64 * j);
+      } else if (j % 2 == 0) {
+        const __m512i v = _mm512_loadu_si512(p + 32 + 32 * j);
+        w[j] = _mm512_and_si512(v, mask);
+        w[j + 1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
+      }
     }
     const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
     for (int c = 0; c < C; ++c) {
       const int8_t* q = xq + c * K + b * 32;
-      __m512i s0 = _mm512_set1_epi32(-8 * xs[c * nb + b]), s1 = _mm512_setzero_si512();
-      for (int j = 0; j < 4; ++j) {
-        s0 = _mm512_dpbusd_epi32(s0, lo[j], x4(q + 4 * j));        // values 4j .. 4j+3
-        s1 = _mm512_dpbusd_epi32(s1, hi[j], x4(q + 16 + 4 * j));   // values 16+4j .. 16+4j+3
+      __m512i s0 = _mm512_set1_epi32(-kOffset * xs[c * nb + b]), s1 = _mm512_setzero_si512();
+      for (int j = 0; j < 8; j += 2) {  // two chains
+        s0 = _mm512_dpbusd_epi32(s0, w[j], x4(q + r16_x_offset<D>(j)));
+        s1 = _mm512_dpbusd_epi32(s1, w[j + 1], x4(q + r16_x_offset<D>(j + 1)));
       }
       const __m512 d = _mm512_mul_ps(dw, _mm512_set1_ps(xd[c * nb + b]));
       acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), d, acc[c]);
@@ -821,18 +833,18 @@ void qtile_r16(float* out, int64_t ldo, const QuantizedActs& x, int64_t t0, cons
   for (int c = 0; c < C; ++c) _mm512_storeu_ps(out + c * ldo, acc[c]);
 }
 
-// qmatmul for Q4_0_R16 W: the groups of 16 rows, then the plain tail rows (N % 16) by qtile.
-// Rows are read in order, so the hardware prefetcher streams them (no software prefetch).
-template <class A>
+// qmatmul for R16 W: the groups of 16 rows, then the plain tail rows (N % 16) by qtile. Rows are
+// read in order, so the hardware prefetcher streams them (software prefetch measured no better).
+template <class A, DType D>
 void qmatmul_r16(float* out, int64_t ldo, const QuantizedActs& x, int64_t T, const uint8_t* w, int64_t ldw, int64_t N) {
   constexpr int C = kQToks;
   int64_t n = 0;
   for (; n + kR16 <= N; n += kR16) {
     int64_t t = 0;
-    for (; t + C <= T; t += C) qtile_r16<A, C>(out + t * ldo + n, ldo, x, t, w + n * ldw);
-    for (; t < T; ++t) qtile_r16<A, 1>(out + t * ldo + n, ldo, x, t, w + n * ldw);
+    for (; t + C <= T; t += C) qtile_r16<A, D, C>(out + t * ldo + n, ldo, x, t, w + n * ldw);
+    for (; t < T; ++t) qtile_r16<A, D, 1>(out + t * ldo + n, ldo, x, t, w + n * ldw);
   }
-  if (n < N) qmatmul<A, DType::Q4_0>(out + n, ldo, x, T, w + n * ldw, ldw, N - n);
+  if (n < N) qmatmul<A, D>(out + n, ldo, x, T, w + n * ldw, ldw, N - n);
 }
 #endif
 
@@ -1081,7 +1093,7 @@ const Kernels& kernel_table() {
       .gemm_tile = gemm_tile<A>,
       .qmatmul_q8_0 = qmatmul<A, DType::Q8_0>,
       .qmatmul_q4_0 = qmatmul<A, DType::Q4_0>,
-      .qmatmul_q4_0_r16 = nullptr,  // AVX-512 VNNI only (kernels_avx512vnni.cpp)
+      .qmatmul_r16 = nullptr,  // AVX-512 VNNI only (kernels_avx512vnni.cpp)
       .fma_loop = fma_loop<A>,
       .attend = attend<A>,
       .ssm_step = ssm_step<A>,

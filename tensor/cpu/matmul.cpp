@@ -64,11 +64,15 @@ void gemv(const Kernels& k, const Tensor& out, const Tensor& x, const Tensor& w,
   }
 }
 
-// Rows [n0, n0 + rows) of Q4_0_R16 W, columns [k0, k0 + kc), gathered back into plain Q4_0 rows
-// at dst (kc / 32 blocks each) for pack_w_q4_0.
-void gather_r16(BlockQ4_0* dst, const Tensor& w, int64_t n0, int64_t rows, int64_t k0, int64_t kc) {
+// Rows [n0, n0 + rows) of R16 W, columns [k0, k0 + kc), gathered back into plain rows at dst
+// (kc / 32 blocks each) and packed by pack_w_q8_0 / pack_w_q4_0.
+void pack_r16(const Kernels& k, float* d, const Tensor& w, int64_t n0, int64_t rows, int64_t k0, int64_t kc) {
+  alignas(64) uint8_t plain[kMaxNr * kKc / kQuantBlock * sizeof(BlockQ8_0)];
+  const DType dt = plain_of(w.dtype);
+  const int64_t nb = kc / kQuantBlock, ldb = static_cast<int64_t>(dtype_bytes(dt, kc));
   for (int64_t j = 0; j < rows; ++j)
-    blocks_q4_0_r16(w.data, w.rows(), w.cols(), n0 + j, k0 / kQuantBlock, kc / kQuantBlock, dst + j * (kc / kQuantBlock));
+    blocks_of_row(w.dtype, w.data, w.rows(), w.cols(), n0 + j, k0 / kQuantBlock, nb, plain + j * ldb);
+  (dt == DType::Q8_0 ? k.pack_w_q8_0 : k.pack_w_q4_0)(d, plain, ldb, rows, kc);
 }
 
 // Packs rows [n0, n0 + rows) and columns [k0, k0 + kc) of W into dst as slivers of nr rows.
@@ -83,12 +87,8 @@ void pack_w_block(const Kernels& k, float* dst, const Tensor& w, int64_t n0, int
       case DType::BF16: k.pack_w_bf16(d, w.row<uint16_t>(n0 + j) + k0, ldw, nj, kc); break;
       case DType::Q8_0: k.pack_w_q8_0(d, quant_row(w, n0 + j, k0), ldb, nj, kc); break;
       case DType::Q4_0: k.pack_w_q4_0(d, quant_row(w, n0 + j, k0), ldb, nj, kc); break;
-      case DType::Q4_0_R16: {
-        BlockQ4_0 plain[kMaxNr * kKc / kQuantBlock];
-        gather_r16(plain, w, n0 + j, nj, k0, kc);
-        k.pack_w_q4_0(d, reinterpret_cast<const uint8_t*>(plain), kc / kQuantBlock * sizeof(BlockQ4_0), nj, kc);
-        break;
-      }
+      case DType::Q8_0_R16:
+      case DType::Q4_0_R16: pack_r16(k, d, w, n0 + j, nj, k0, kc); break;
       default: k.pack_w_f32(d, w.row<float>(n0 + j) + k0, ldw, nj, kc); break;
     }
   }
@@ -185,7 +185,8 @@ void qmatmul(const Kernels& k, Scratch& s, const Tensor& out, const Tensor& x, c
   const int64_t ldw = static_cast<int64_t>(dtype_bytes(w.dtype, w.row_stride()));
   const size_t bytes = QuantizedActs::bytes_for(T, K);
   QuantizedActs xq = QuantizedActs::carve(s.shared((bytes + sizeof(float) - 1) / sizeof(float)), T, K);
-  const auto kernel = w.dtype == DType::Q8_0 ? k.qmatmul_q8_0 : w.dtype == DType::Q4_0_R16 ? k.qmatmul_q4_0_r16 : k.qmatmul_q4_0;
+  const auto kernel = is_interleaved(w.dtype) ? k.qmatmul_r16[w.dtype == DType::Q4_0_R16]
+                      : w.dtype == DType::Q8_0 ? k.qmatmul_q8_0 : k.qmatmul_q4_0;
   const auto* wp = static_cast<const uint8_t*>(w.data);
   // Work in bytes of W read times tokens: a decode GEMV of a small matrix stays on one thread.
   const int nt = static_cast<int>(std::min<int64_t>(threads_for(T * N * K), N));
@@ -216,7 +217,7 @@ void matmul(const Kernels& k, Scratch& s, const Tensor& out, const Tensor& x, co
     return;
   }
   if (is_quantized(w.dtype) && x.rows() < kQuantGemmTokens) {
-    if (w.dtype == DType::Q4_0_R16 && !k.qmatmul_q4_0_r16) return ref::matmul(out, x, w, bias);  // no kernel: exact
+    if (is_interleaved(w.dtype) && !k.qmatmul_r16) return ref::matmul(out, x, w, bias);  // no kernel: exact
     qmatmul(k, s, out, x, w, bias);
   }
   else if (x.rows() == 1)

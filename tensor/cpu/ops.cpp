@@ -72,7 +72,8 @@ void embed(const Kernels& k, const Tensor& out, const Tensor& table, std::span<c
       case DType::BF16: return k.bf16_to_f32(o, table.row<uint16_t>(id), D);
       case DType::Q8_0: return dequantize_row_q8_0(table.row(id), o, D);
       case DType::Q4_0: return dequantize_row_q4_0(table.row(id), o, D);
-      case DType::Q4_0_R16: return dequantize_row_q4_0_r16(table.data, table.rows(), D, id, o);
+      case DType::Q8_0_R16:
+      case DType::Q4_0_R16: return dequantize_row_r16(table.dtype, table.data, table.rows(), D, id, o);
       default: std::memcpy(o, table.row<float>(id), static_cast<size_t>(D) * sizeof(float));
     }
   });

@@ -74,7 +74,7 @@ bool is_float_weight(DType t) { return t == DType::F32 || t == DType::F16 || t =
 bool is_weight_operand(const Tensor& w) {
   if (w.ndim < 1 || w.stride[static_cast<size_t>(w.ndim - 1)] != 1) return false;
   if (is_float_weight(w.dtype)) return true;
-  if (w.dtype == DType::Q4_0_R16 && w.row_stride() != w.cols()) return false;  // interleaved rows: whole
+  if (is_interleaved(w.dtype) && w.row_stride() != w.cols()) return false;  // interleaved rows: whole
   return is_quantized(w.dtype) && w.cols() % kQuantBlock == 0 && w.row_stride() % kQuantBlock == 0;
 }
 
@@ -208,7 +208,8 @@ void weight_row_f32(const Tensor& w, int64_t r, float* dst) {
     }
     case DType::Q8_0: return dequantize_row_q8_0(w.row(r), dst, n);
     case DType::Q4_0: return dequantize_row_q4_0(w.row(r), dst, n);
-    case DType::Q4_0_R16: return dequantize_row_q4_0_r16(w.data, w.rows(), n, r, dst);
+    case DType::Q8_0_R16:
+    case DType::Q4_0_R16: return dequantize_row_r16(w.dtype, w.data, w.rows(), n, r, dst);
     default:
       fail("weight_row_f32", "unsupported weight dtype " + w.describe());
   }
@@ -257,14 +258,14 @@ void matmul_quantized(const Tensor& out, const Tensor& x, const Tensor& w, const
   void* aligned = memory.data() + (64 - reinterpret_cast<uintptr_t>(memory.data()) % 64) % 64;
   QuantizedActs a = QuantizedActs::carve(aligned, T, K);
   for (int64_t t = 0; t < T; ++t) quantize_acts_row(x.row<float>(t), a, t);
-  const bool r16 = w.dtype == DType::Q4_0_R16;  // its rows gathered back into plain Q4_0 blocks
-  std::vector<BlockQ4_0> plain(r16 ? static_cast<size_t>(K / kQuantBlock) : 0);
+  const bool r16 = is_interleaved(w.dtype);  // its rows gathered back into plain blocks
+  const DType dt = r16 ? plain_of(w.dtype) : w.dtype;
+  std::vector<uint8_t> plain(r16 ? dtype_bytes(dt, K) : 0);
   for (int64_t n = 0; n < N; ++n) {
     const double b = bias.empty() ? 0.0 : bias.ptr<float>()[n];
-    if (r16) blocks_q4_0_r16(w.data, N, K, n, 0, K / kQuantBlock, plain.data());
+    if (r16) blocks_of_row(w.dtype, w.data, N, K, n, 0, K / kQuantBlock, plain.data());
     const void* wrow = r16 ? static_cast<const void*>(plain.data()) : w.row(n);
-    for (int64_t t = 0; t < T; ++t)
-      out.row<float>(t)[n] = static_cast<float>(quantized_dot(r16 ? DType::Q4_0 : w.dtype, wrow, a, t) + b);
+    for (int64_t t = 0; t < T; ++t) out.row<float>(t)[n] = static_cast<float>(quantized_dot(dt, wrow, a, t) + b);
   }
 }
 
