@@ -122,6 +122,13 @@ int64_t parse_int(std::string_view flag, std::string_view value, int64_t min, in
   return v;
 }
 
+DType parse_kv_dtype(std::string_view value) {
+  const std::optional<DType> d = dtype_from_flag(value);
+  if (!d || (*d != DType::F32 && *d != DType::F16))
+    throw std::runtime_error("--kv-dtype: \"" + std::string(value) + "\" is not a KV cache dtype (f32, f16)");
+  return *d;
+}
+
 double parse_float(std::string_view flag, std::string_view value, double min, double max) {
   std::string s(value);
   char* end = nullptr;

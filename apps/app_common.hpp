@@ -10,6 +10,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tensor/dtype.hpp"
+
 namespace purellm::app {
 
 // A model folder on disk, and its models.json entry when it was named by alias.
@@ -42,5 +44,7 @@ uint64_t peak_rss_bytes();
 // Strict number parsing for flags: throws "flag: expected ..." on garbage or out-of-range.
 int64_t parse_int(std::string_view flag, std::string_view value, int64_t min, int64_t max);
 double parse_float(std::string_view flag, std::string_view value, double min, double max);
+// --kv-dtype: "f32" or "f16" (the attention cache's dtype), else a message naming the choices.
+DType parse_kv_dtype(std::string_view value);
 
 }  // namespace purellm::app

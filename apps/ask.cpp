@@ -44,6 +44,8 @@ const char* kUsage = R"(usage: ask [-m DIR|ALIAS] [options] "prompt"
       --mmap              use weights in place from the mapped file (less memory, slower on VMs)
       --dtype D           convert weights at load: f32, f16, bf16, q8_0, q4_0 (GGUF
                           blocks of 32; embeddings, norms and biases keep their dtype)
+      --kv-dtype D        the KV cache: f32 or f16 (default: f16 with q8_0 / q4_0 weights,
+                          else f32; f16 halves its memory and the bytes decode reads)
       --stats             print load time, prefill/decode speed, GB/s and peak memory to stderr
       --random-weights CONFIG.json
                           build the model from a config with random weights (speed
@@ -115,7 +117,8 @@ AskArgs parse_args(int argc, char** argv) {
       const std::string d = value(i);
       a.load.weight_dtype = dtype_from_flag(d);
       if (!a.load.weight_dtype) throw std::runtime_error("--dtype: unknown dtype \"" + d + "\" (f32, f16, bf16, q8_0, q4_0)");
-    } else if (f == "--stats") a.stats = true;
+    } else if (f == "--kv-dtype") a.load.kv_dtype = app::parse_kv_dtype(value(i));
+    else if (f == "--stats") a.stats = true;
     else if (f == "--prompt-ids") a.prompt_ids = value(i);
     else if (f == "--print-ids") a.print_ids = true;
     else if (f == "--random-weights") a.random_config = value(i);

@@ -44,6 +44,8 @@ const char* kUsage = R"(usage: bench (-m DIR | --shape NAME)... [options]
   -n, --n-gen N         decode steps per repetition (default 128)
   -t, --threads N,...   thread counts (default: all cores)
       --dtype D,...     f32, f16, bf16, q8_0, q4_0 (default: as stored / f32)
+      --kv-dtype D      the KV cache, f32 or f16 (default: as ask: f16 with q8_0 / q4_0; the
+                        table's dtype column says "kv f16" where it is F16)
   -r, --reps N          repetitions per row (default 5)
       --json            one JSON object per row instead of the Markdown table
   -h, --help            this text
@@ -55,6 +57,7 @@ struct Args {
   int64_t n_gen = 128;
   std::vector<int64_t> threads;
   std::vector<std::string> dtypes;
+  std::optional<DType> kv_dtype;
   int reps = 5;
   bool json = false;
 };
@@ -94,6 +97,7 @@ Args parse_args(int argc, char** argv) {
     else if (f == "-n" || f == "--n-gen") a.n_gen = app::parse_int(f, value(i), 0, 1 << 20);
     else if (f == "-t" || f == "--threads") a.threads = int_list(f, value(i), 1, 1024);
     else if (f == "--dtype") a.dtypes = split(value(i));
+    else if (f == "--kv-dtype") a.kv_dtype = app::parse_kv_dtype(value(i));
     else if (f == "-r" || f == "--reps") a.reps = static_cast<int>(app::parse_int(f, value(i), 1, 1000));
     else if (f == "--json") a.json = true;
     else throw std::runtime_error("unknown option " + f + " (see --help)");
@@ -127,6 +131,7 @@ struct Row {
   double bandwidth;         // bytes/s, from the probe
   double fma_flops;         // F32 flops/s, from measure_fma_flops
   double flops_per_token;   // 2 x weights per token
+  DType kv_dtype;
   int ok;
   char error[200];
 };
@@ -148,6 +153,7 @@ Row measure(const Args& a, const std::string& source, bool is_shape, const std::
   cpu::set_num_threads(threads);
   LoadOptions load;
   if (!dtype.empty()) load.weight_dtype = dtype_from_flag(dtype);
+  load.kv_dtype = a.kv_dtype;
   std::unique_ptr<Model> model = is_shape ? random_model(read_json_file(shape_path(source)), load)
                                           : load_model(app::resolve_model(source).dir, load);
   const ModelInfo& info = model->info();
@@ -179,6 +185,7 @@ Row measure(const Args& a, const std::string& source, bool is_shape, const std::
   const DType wd = load.weight_dtype.value_or(DType::F32);
   row.flops_per_token = 2.0 * row.weight_bytes_per_token / bytes_per_weight(wd);
   row.peak_rss = static_cast<double>(app::peak_rss_bytes());
+  row.kv_dtype = info.kv_dtype;
   row.ok = 1;
   return row;
 }
@@ -285,13 +292,15 @@ int run(const Args& a) {
                         "\"prefill_tok_s\": %.3f, \"decode_tokens\": %lld, \"decode_tok_s\": %.3f, "
                         "\"weight_bytes_per_token\": %.0f, \"decode_gb_s\": %.4f, \"bandwidth_gb_s\": %.3f, "
                         "\"pct_bandwidth\": %.2f, \"prefill_gflop_s\": %.6g, \"fma_gflop_s\": %.6g, "
-                        "\"pct_fma\": %.2f, \"peak_rss_bytes\": %.0f}\n",
+                        "\"pct_fma\": %.2f, \"peak_rss_bytes\": %.0f, \"kv_dtype\": \"%s\"}\n",
                         name.c_str(), dname.c_str(), threads, static_cast<long long>(p), r.prefill_tok_s[0],
                         static_cast<long long>(a.n_gen), r.decode_tok_s[0], r.weight_bytes_per_token, gbs,
-                        limits.bandwidth / 1e9, pct, gflops, limits.fma_flops / 1e9, pct_fma, r.peak_rss);
+                        limits.bandwidth / 1e9, pct, gflops, limits.fma_flops / 1e9, pct_fma, r.peak_rss,
+                        std::string(dtype_name(r.kv_dtype)).c_str());
           } else {
             std::printf("| %s | %s | %d | %s (p%lld) | %s | %.2f | %.0f%% | %.1f | %.0f%% | %.0f |\n", name.c_str(),
-                        dname.c_str(), threads, range(r.prefill_tok_s).c_str(), static_cast<long long>(p),
+                        (dname + (r.kv_dtype == DType::F16 ? ", kv f16" : "")).c_str(), threads,
+                        range(r.prefill_tok_s).c_str(), static_cast<long long>(p),
                         range(r.decode_tok_s).c_str(), gbs, pct, gflops, pct_fma, r.peak_rss / 1e6);
           }
           std::fflush(stdout);

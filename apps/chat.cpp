@@ -39,7 +39,8 @@ const char* kUsage = R"(usage: chat -m DIR|ALIAS [options]
       --greedy            always take the most likely token
       --temp T, --top-k K, --top-p P, --repeat-penalty R, --seed S   sampling, as in ask
   -t, --threads N         worker threads
-      --mmap, --dtype D   as in ask
+      --mmap, --dtype D, --kv-dtype D
+                          as in ask
       --stats             print the turn's statistics after each reply
       --print-ids         print each turn's fed and generated token ids to stderr
   -h, --help              this text
@@ -87,7 +88,8 @@ ChatArgs parse_args(int argc, char** argv) {
       const std::string d = value(i);
       a.load.weight_dtype = dtype_from_flag(d);
       if (!a.load.weight_dtype) throw std::runtime_error("--dtype: unknown dtype \"" + d + "\" (f32, f16, bf16, q8_0, q4_0)");
-    } else if (f == "--stats") a.stats = true;
+    } else if (f == "--kv-dtype") a.load.kv_dtype = app::parse_kv_dtype(value(i));
+    else if (f == "--stats") a.stats = true;
     else if (f == "--print-ids") a.print_ids = true;
     else throw std::runtime_error("unknown option " + f + " (see --help)");
   }

@@ -102,13 +102,14 @@ class Bloom final : public Model {
     slopes_ = alibi_slopes_tensor(be_, c.n_heads, 1.0f, slopes_memory_);  // BLOOM adds them unscaled
     const uint64_t embed_row = w_.embed.nbytes() / static_cast<uint64_t>(c.vocab_size);
     info_.weight_bytes = loader.bytes_loaded() + w_.embed.nbytes();
+    info_.kv_dtype = loader.kv_dtype();
     info_.weight_bytes_per_token = loader.bytes_loaded() + w_.embed.nbytes() + embed_row;
   }
 
   const ModelInfo& info() const override { return info_; }
 
   Cache make_cache(int64_t max_seq) const override {
-    return attention_cache(be_, std::min(max_seq, c_.max_context), c_.n_layers, c_.hidden_size);
+    return attention_cache(be_, std::min(max_seq, c_.max_context), c_.n_layers, c_.hidden_size, info_.kv_dtype);
   }
 
   Tensor forward(std::span<const int32_t> tokens, Cache& cache, Logits which) override {
@@ -138,8 +139,7 @@ class Bloom final : public Model {
       trace(h, "attn_norm", l);
       be_.matmul(qkv, h, L.qkv_w, L.qkv_b);                        // [T, 3D]
       trace(qkv, "qkv", l);
-      be_.copy(kv.k.rows_view(pos0, T), qkv.cols_view(D, D));      // append k to the cache
-      be_.copy(kv.v.rows_view(pos0, T), qkv.cols_view(2 * D, D));  // append v
+      append_kv(be_, kv, pos0, qkv.cols_view(D, D), qkv.cols_view(2 * D, D));  // k, v to the cache
       args.probs = wants_attention_probs() ? act_.get(PROBS, int64_t{c_.n_heads} * T, pos0 + T).reshape({c_.n_heads, T, pos0 + T}) : Tensor{};
       be_.attention(att, qkv.cols_view(0, D), kv.k, kv.v, args);   // [T, D]
       trace(att, "attn_out", l);

@@ -106,6 +106,7 @@ class Gpt2 final : public Model {
     // Per decoded token: every matrix and vector once, the head, and one row of wte and wpe.
     const uint64_t head = w_.lm_head.data == w_.wte.data ? w_.wte.nbytes() : 0;
     info_.weight_bytes = loader.bytes_loaded() + w_.wte.nbytes() + w_.wpe.nbytes();
+    info_.kv_dtype = loader.kv_dtype();
     info_.weight_bytes_per_token = loader.bytes_loaded() + head + (w_.wte.nbytes() / c.vocab_size) +
                                    (w_.wpe.nbytes() / c.n_positions);
   }
@@ -114,7 +115,7 @@ class Gpt2 final : public Model {
 
   Cache make_cache(int64_t max_seq) const override {
     // k, v per layer: [S, D], all heads of a position together
-    return attention_cache(be_, std::min(max_seq, c_.n_positions), c_.n_layer, c_.n_embd);
+    return attention_cache(be_, std::min(max_seq, c_.n_positions), c_.n_layer, c_.n_embd, info_.kv_dtype);
   }
 
   Tensor forward(std::span<const int32_t> tokens, Cache& cache, Logits which) override {
@@ -145,8 +146,7 @@ class Gpt2 final : public Model {
       trace(h, "attn_norm", l);
       be_.matmul(qkv, h, L.attn_w, L.attn_b);           // [T, 3D] = q | k | v
       trace(qkv, "qkv", l);
-      be_.copy(kv.k.rows_view(pos0, T), qkv.cols_view(D, D));      // append k to the cache
-      be_.copy(kv.v.rows_view(pos0, T), qkv.cols_view(2 * D, D));  // append v
+      append_kv(be_, kv, pos0, qkv.cols_view(D, D), qkv.cols_view(2 * D, D));  // k, v to the cache
       args.scale = attention_scale(l);
       args.probs = wants_attention_probs() ? act_.get(PROBS, int64_t{c_.n_head} * T, pos0 + T).reshape({c_.n_head, T, pos0 + T}) : Tensor{};
       be_.attention(att, qkv.cols_view(0, D), kv.k, kv.v, args);

@@ -120,13 +120,14 @@ class GptNeox final : public Model {
     const uint64_t embed_row = w_.embed.nbytes() / static_cast<uint64_t>(c.vocab_size);
     const uint64_t tied_head = c.tie_word_embeddings ? w_.embed.nbytes() : 0;
     info_.weight_bytes = loader.bytes_loaded() + w_.embed.nbytes();
+    info_.kv_dtype = loader.kv_dtype();
     info_.weight_bytes_per_token = loader.bytes_loaded() + tied_head + embed_row;
   }
 
   const ModelInfo& info() const override { return info_; }
 
   Cache make_cache(int64_t max_seq) const override {
-    return attention_cache(be_, std::min(max_seq, c_.max_positions), c_.n_layers, c_.hidden_size);
+    return attention_cache(be_, std::min(max_seq, c_.max_positions), c_.n_layers, c_.hidden_size, info_.kv_dtype);
   }
 
   Tensor forward(std::span<const int32_t> tokens, Cache& cache, Logits which) override {
@@ -152,18 +153,17 @@ class GptNeox final : public Model {
     for (int l = 0; l < c_.n_layers; ++l) {
       const NeoxLayer& L = w_.layers[static_cast<size_t>(l)];
       const LayerCache& kv = cache.layers[static_cast<size_t>(l)];
-      const Tensor k = kv.k.rows_view(pos0, T), v = kv.v.rows_view(pos0, T);  // this call's cache rows
+      const Tensor k = qkv.cols_view(D, D), v = qkv.cols_view(2 * D, D);
       // attention branch
       be_.layernorm(h, x, L.attn_norm_w, L.attn_norm_b, c_.layer_norm_eps);
       trace(h, "attn_norm", l);
       be_.matmul(qkv, h, L.qkv_w, L.qkv_b);          // [T, 3D]
       trace(qkv, "qkv", l);
-      be_.copy(k, qkv.cols_view(D, D));              // append k, v to the cache
-      be_.copy(v, qkv.cols_view(2 * D, D));
       be_.rope(q, c_.n_heads, c_.head_dim, c_.rot_dims, pos0, rope.cos, rope.sin);  // first rot_dims of each head
       be_.rope(k, c_.n_heads, c_.head_dim, c_.rot_dims, pos0, rope.cos, rope.sin);
       trace(q, "q_rope", l);
       trace(k, "k_rope", l);
+      append_kv(be_, kv, pos0, k, v);
       args.probs = wants_attention_probs() ? act_.get(PROBS, int64_t{c_.n_heads} * T, pos0 + T).reshape({c_.n_heads, T, pos0 + T}) : Tensor{};
       be_.attention(att, q, kv.k, kv.v, args);       // [T, D]
       trace(att, "attn_out", l);

@@ -291,6 +291,7 @@ class Granite final : public Model {
     // A decoded token runs top_k of the E experts of each layer.
     const uint64_t unused_experts = c.n_experts ? w_.expert_bytes / c.n_experts * (c.n_experts - c.top_k) : 0;
     info_.weight_bytes = loader.bytes_loaded() + w_.embed.nbytes();
+    info_.kv_dtype = loader.kv_dtype();
     info_.weight_bytes_per_token = loader.bytes_loaded() - unused_experts + tied_head + embed_row;
   }
 
@@ -301,18 +302,18 @@ class Granite final : public Model {
   Cache make_cache(int64_t max_seq) const override {
     Cache cache(be_, std::min(max_seq, c_.max_positions));
     const int64_t kv_dim = int64_t{c_.n_kv_heads} * c_.head_dim, S = cache.max_seq();
-    uint64_t floats = 0;
+    uint64_t bytes = 0;
     for (Mixer m : c_.mixer)
-      floats += m == Mixer::Attention ? 2 * static_cast<uint64_t>(S) * static_cast<uint64_t>(kv_dim)
-                                      : static_cast<uint64_t>(c_.conv_dim()) * c_.d_conv +
-                                            static_cast<uint64_t>(c_.d_inner) * c_.d_state;
-    cache.check_fits(floats * sizeof(float), "the cache (KV of the attention layers x " + std::to_string(S) +
+      bytes += m == Mixer::Attention ? 2 * static_cast<uint64_t>(S) * dtype_bytes(info_.kv_dtype, kv_dim)
+                                     : (static_cast<uint64_t>(c_.conv_dim()) * c_.d_conv +
+                                        static_cast<uint64_t>(c_.d_inner) * c_.d_state) * sizeof(float);
+    cache.check_fits(bytes, "the cache (KV of the attention layers x " + std::to_string(S) +
                                                  " positions, plus the Mamba2 state)");
     for (Mixer m : c_.mixer) {
       LayerCache lc;
       if (m == Mixer::Attention) {
-        lc.k = cache.alloc({S, kv_dim});
-        lc.v = cache.alloc({S, kv_dim});
+        lc.k = cache.alloc({S, kv_dim}, info_.kv_dtype);
+        lc.v = cache.alloc({S, kv_dim}, info_.kv_dtype);
       } else {
         lc.conv = cache.alloc({c_.conv_dim(), c_.d_conv});
         lc.ssm = cache.alloc({c_.mamba_heads, c_.mamba_head_dim, c_.d_state});
@@ -365,16 +366,17 @@ class Granite final : public Model {
   }
 
  private:
-  enum Slot { X, H, Q, ATT, ZXBCDT, XBC, Y, UP, ROUTER, XE, UE, YE, MOE, LOGITS, PROBS };  // activation buffers
+  enum Slot { X, H, Q, K, V, ATT, ZXBCDT, XBC, Y, UP, ROUTER, XE, UE, YE, MOE, LOGITS, PROBS };  // activation buffers
 
   // Attention with a KV cache: out [T, D] from the normed input h [T, D] (out may be h).
   void attention(const Tensor& out, const Tensor& h, const GraniteLayer& L, const LayerCache& kv, int64_t pos0, int l) {
     const int64_t T = h.rows(), q_dim = int64_t{c_.n_heads} * c_.head_dim;
     const Tensor q = act_.get(Q, T, q_dim);                                 // [T, Hq*d]
     const Tensor att = act_.get(ATT, T, q_dim);                             // [T, Hq*d]
-    const Tensor k = kv.k.rows_view(pos0, T), v = kv.v.rows_view(pos0, T);  // this call's cache rows
+    const int64_t kv_dim = int64_t{c_.n_kv_heads} * c_.head_dim;
+    const Tensor k = act_.get(K, T, kv_dim), v = act_.get(V, T, kv_dim);   // [T, Hkv*d]
     be_.matmul(q, h, L.wq, L.bq);                    // [T, Hq*d]
-    be_.matmul(k, h, L.wk, L.bk);                    // [T, Hkv*d], written straight into the cache
+    be_.matmul(k, h, L.wk, L.bk);
     be_.matmul(v, h, L.wv, L.bv);
     if (c_.rope) {                                   // Granite 3.x, or position_embedding_type "rope"
       const RopeTables& rope = rope_.upto(pos0 + T);
@@ -383,6 +385,7 @@ class Granite final : public Model {
       trace(q, "q_rope", l);
       trace(k, "k_rope", l);
     }
+    append_kv(be_, kv, pos0, k, v);
     AttentionArgs args;
     args.n_heads = c_.n_heads;
     args.n_kv_heads = c_.n_kv_heads;

@@ -122,6 +122,7 @@ WeightLoader::WeightLoader(const WeightFiles& files, const LoadOptions& options,
     : files_(files),
       backend_(options.backend ? options.backend : &cpu_backend()),
       weight_dtype_(options.weight_dtype),
+      kv_dtype_(options.kv_dtype),
       random_weights_(options.random_weights && !options.plan_only),
       seed_(options.seed),
       plan_(options.plan_only),
@@ -136,6 +137,16 @@ WeightLoader::WeightLoader(const WeightFiles& files, const LoadOptions& options,
     throw std::runtime_error("--dtype " + std::string(dtype_name(*weight_dtype_)) + ": the " + backend_->name() +
                              " backend cannot run matmuls with " + std::string(dtype_name(*weight_dtype_)) +
                              " weights (use f32, f16 or bf16 there, or the cpu device)");
+  if (kv_dtype_ && *kv_dtype_ != DType::F32 && *kv_dtype_ != DType::F16)
+    throw std::runtime_error("--kv-dtype " + std::string(dtype_name(*kv_dtype_)) + ": the KV cache is f32 or f16");
+  if (kv_dtype_ && !plan_ && !backend_->supports(Op::Attention, *kv_dtype_))
+    throw std::runtime_error("--kv-dtype " + std::string(dtype_name(*kv_dtype_)) + ": the " + backend_->name() +
+                             " backend has no " + std::string(dtype_name(*kv_dtype_)) + " KV cache (use f32)");
+}
+
+DType WeightLoader::kv_dtype() const {
+  if (kv_dtype_) return *kv_dtype_;
+  return quantized_ && backend_->supports(Op::Attention, DType::F16) ? DType::F16 : DType::F32;
 }
 
 bool WeightLoader::has(const std::string& name) const {
@@ -268,6 +279,7 @@ Tensor WeightLoader::finish(const std::string& full, DType stored, const Tensor&
     record_->push_back(std::move(p));
   }
   if (counted) bytes_ += t.nbytes();
+  quantized_ |= is_quantized(t.dtype);
   return place(t);
 }
 
@@ -390,21 +402,26 @@ void check_residual(const Tensor& residual, int64_t width, const std::string& ar
                                 std::to_string(width) + "], got " + residual.describe());
 }
 
-Cache attention_cache(Backend& backend, int64_t max_seq, int n_layers, int64_t kv_dim) {
+Cache attention_cache(Backend& backend, int64_t max_seq, int n_layers, int64_t kv_dim, DType dtype) {
   Cache cache(backend, max_seq);
   // The whole cache is checked against memory before the first layer is allocated.
-  uint64_t bytes = 2 * sizeof(float);  // k and v, F32
+  uint64_t bytes = 2 * dtype_bytes(dtype, 1);  // k and v
   for (int64_t n : {int64_t{n_layers}, max_seq, kv_dim})
     if (n < 0 || __builtin_mul_overflow(bytes, static_cast<uint64_t>(n), &bytes)) bytes = UINT64_MAX;
   cache.check_fits(bytes, "the KV cache (" + std::to_string(n_layers) + " layers x 2 x " + std::to_string(max_seq) +
-                              " positions x " + std::to_string(kv_dim) + " floats)");
+                              " positions x " + std::to_string(kv_dim) + " " + std::string(dtype_name(dtype)) + " values)");
   for (int l = 0; l < n_layers; ++l) {
     LayerCache lc;
-    lc.k = cache.alloc({max_seq, kv_dim});  // [S, Hkv*d]: all KV heads of a position together
-    lc.v = cache.alloc({max_seq, kv_dim});
+    lc.k = cache.alloc({max_seq, kv_dim}, dtype);  // [S, Hkv*d]: all KV heads of a position together
+    lc.v = cache.alloc({max_seq, kv_dim}, dtype);
     cache.layers.push_back(lc);
   }
   return cache;
+}
+
+void append_kv(Backend& backend, const LayerCache& kv, int64_t pos0, const Tensor& k, const Tensor& v) {
+  backend.copy(kv.k.rows_view(pos0, k.rows()), k);
+  backend.copy(kv.v.rows_view(pos0, v.rows()), v);
 }
 
 std::vector<float> alibi_slopes(int n_heads) {

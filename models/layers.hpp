@@ -100,6 +100,9 @@ class WeightLoader {
   Tensor f32(const std::string& name, std::initializer_list<int64_t> shape);
   // Bytes of weights this model reads per decoded token, accumulated as tensors load.
   uint64_t bytes_loaded() const { return bytes_; }
+  // The attention cache's dtype: LoadOptions::kv_dtype, else F16 once any matrix loaded is
+  // quantized (F32 where the backend has no F16 cache). Call after loading.
+  DType kv_dtype() const;
   // Keeps storage created at load alive (owned by the model).
   std::vector<std::shared_ptr<void>> take_memory() { return std::move(memory_); }
 
@@ -117,6 +120,8 @@ class WeightLoader {
   const WeightFiles& files_;
   Backend* backend_;
   std::optional<DType> weight_dtype_;
+  std::optional<DType> kv_dtype_;
+  bool quantized_ = false;  // a Q8_0 / Q4_0 matrix was loaded
   bool random_weights_;
   uint64_t seed_;
   bool plan_;                 // plan only: no data read or allocated
@@ -153,8 +158,12 @@ void check_room(const Cache& cache, int64_t n_new, int64_t max_context);
 // Throws unless `residual` is an F32 [R, width] stream that project_to_vocab() can take.
 void check_residual(const Tensor& residual, int64_t width, const std::string& architecture);
 
-// A KV cache of `n_layers` attention layers, each k and v [max_seq, kv_dim].
-Cache attention_cache(Backend& backend, int64_t max_seq, int n_layers, int64_t kv_dim);
+// A KV cache of `n_layers` attention layers, each k and v [max_seq, kv_dim] of dtype (F32, F16).
+Cache attention_cache(Backend& backend, int64_t max_seq, int n_layers, int64_t kv_dim, DType dtype);
+
+// Appends this call's keys and values (F32 [T, kv_dim], positions pos0 ..) to a layer's cache;
+// copy converts them to the cache's dtype.
+void append_kv(Backend& backend, const LayerCache& kv, int64_t pos0, const Tensor& k, const Tensor& v);
 
 // ALiBi slopes for n_heads (Press et al.; transformers' build_alibi_tensor), head order:
 // with c = 2^floor(log2 n) and b(m) = 2^(-8/m), heads 0..c-1 get b(c)^1..b(c)^c and the

@@ -152,6 +152,7 @@ class Llama final : public Model {
     const uint64_t embed_row = w_.embed.nbytes() / static_cast<uint64_t>(c.vocab_size);
     const uint64_t tied_head = c.tie_word_embeddings ? w_.embed.nbytes() : 0;
     info_.weight_bytes = loader.bytes_loaded() + w_.embed.nbytes();
+    info_.kv_dtype = loader.kv_dtype();
     info_.weight_bytes_per_token = loader.bytes_loaded() + tied_head + embed_row;
   }
 
@@ -159,12 +160,12 @@ class Llama final : public Model {
 
   Cache make_cache(int64_t max_seq) const override {
     // k, v per layer: [S, Hkv*d]
-    return attention_cache(be_, std::min(max_seq, c_.max_positions), c_.n_layers, int64_t{c_.n_kv_heads} * c_.head_dim);
+    return attention_cache(be_, std::min(max_seq, c_.max_positions), c_.n_layers, int64_t{c_.n_kv_heads} * c_.head_dim, info_.kv_dtype);
   }
 
   Tensor forward(std::span<const int32_t> tokens, Cache& cache, Logits which) override {
     const int64_t T = static_cast<int64_t>(tokens.size()), D = c_.hidden_size, pos0 = cache.n_past();
-    const int64_t q_dim = int64_t{c_.n_heads} * c_.head_dim;
+    const int64_t q_dim = int64_t{c_.n_heads} * c_.head_dim, kv_dim = int64_t{c_.n_kv_heads} * c_.head_dim;
     check_room(cache, T, c_.max_positions);
     const RopeTables& rope = rope_.upto(pos0 + T);
     Tensor x = act_.get(X, T, D);                     // [T, D]  residual stream
@@ -186,17 +187,18 @@ class Llama final : public Model {
     for (int l = 0; l < c_.n_layers; ++l) {
       const LlamaLayer& L = w_.layers[static_cast<size_t>(l)];
       const LayerCache& kv = cache.layers[static_cast<size_t>(l)];
-      const Tensor k = kv.k.rows_view(pos0, T), v = kv.v.rows_view(pos0, T);  // this call's cache rows
+      const Tensor k = act_.get(K, T, kv_dim), v = act_.get(V, T, kv_dim);    // [T, Hkv*d]
       // attention block
       be_.rmsnorm(h, x, L.attn_norm, c_.rms_norm_eps);
       trace(h, "attn_norm", l);
       be_.matmul(q, h, L.wq, L.bq);                  // [T, Hq*d]
-      be_.matmul(k, h, L.wk, L.bk);                  // [T, Hkv*d], written straight into the cache
+      be_.matmul(k, h, L.wk, L.bk);                  // [T, Hkv*d]
       be_.matmul(v, h, L.wv, L.bv);
       be_.rope(q, c_.n_heads, c_.head_dim, c_.head_dim, pos0, rope.cos, rope.sin);
       be_.rope(k, c_.n_kv_heads, c_.head_dim, c_.head_dim, pos0, rope.cos, rope.sin);
       trace(q, "q_rope", l);
       trace(k, "k_rope", l);
+      append_kv(be_, kv, pos0, k, v);
       args.window = c_.window[static_cast<size_t>(l)];
       args.probs = wants_attention_probs() ? act_.get(PROBS, int64_t{c_.n_heads} * T, pos0 + T).reshape({c_.n_heads, T, pos0 + T}) : Tensor{};
       be_.attention(att, q, kv.k, kv.v, args);       // [T, Hq*d]
@@ -231,7 +233,7 @@ class Llama final : public Model {
   }
 
  private:
-  enum Slot { X, H, Q, ATT, GATE, UP, LOGITS, PROBS };  // activation buffers
+  enum Slot { X, H, Q, K, V, ATT, GATE, UP, LOGITS, PROBS };  // activation buffers
 
   // The final norm and the output head, as the end of forward() and the logit lens use them:
   // residual stream x [R, D] -> logits [R, V] on the backend.

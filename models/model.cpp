@@ -44,13 +44,13 @@ void Cache::check_fits(uint64_t bytes, const std::string& what) const {
                            " of memory is available: use a shorter context (ask -c N)");
 }
 
-Tensor Cache::alloc(std::initializer_list<int64_t> shape) {
-  uint64_t bytes = sizeof(float);
+Tensor Cache::alloc(std::initializer_list<int64_t> shape, DType dtype) {
+  uint64_t bytes = dtype_bytes(dtype, 1);
   for (int64_t d : shape)
     if (d < 0 || __builtin_mul_overflow(bytes, static_cast<uint64_t>(d), &bytes)) bytes = UINT64_MAX;
   check_fits(bytes, "a cache tensor");
   std::shared_ptr<void> memory;
-  Tensor t = backend_->alloc_tensor(DType::F32, shape, memory);
+  Tensor t = backend_->alloc_tensor(dtype, shape, memory);
   bytes_ += t.nbytes();
   memory_.push_back(std::move(memory));
   return t;

@@ -34,6 +34,7 @@ struct ModelInfo {
   std::vector<int32_t> eos_ids;  // every id that ends generation (eos_token_id may be a list)
   uint64_t weight_bytes = 0;            // all weights as loaded
   uint64_t weight_bytes_per_token = 0;  // weights one decode step reads (embedding: one row)
+  DType kv_dtype = DType::F32;          // of the attention cache (LoadOptions::kv_dtype)
 };
 
 // State of one layer for one sequence, owned by the caller (never by the layer).
@@ -63,7 +64,7 @@ class Cache {
   void check_fits(uint64_t bytes, const std::string& what) const;
   // Allocates a zeroed tensor on the cache's backend, kept alive by the cache (checked with
   // check_fits first, so any cache that grows past memory gets the same clear error).
-  Tensor alloc(std::initializer_list<int64_t> shape);
+  Tensor alloc(std::initializer_list<int64_t> shape, DType dtype = DType::F32);
 
  private:
   Backend* backend_;
@@ -128,6 +129,11 @@ struct PlannedTensor {
 struct LoadOptions {
   LoadMode mode = LoadMode::Copy;          // --mmap selects Mmap
   std::optional<DType> weight_dtype;       // convert matrices at load (--dtype); default: as stored
+  // The attention (KV) cache's dtype (--kv-dtype): F32 or F16. Default: F16 when the matrices
+  // are quantized (their rounding far exceeds F16's, and the cache is read every token, as
+  // llama.cpp does), else F32 (so 16-bit checkpoints match transformers' F32 goldens); F32
+  // where the backend has no F16 cache.
+  std::optional<DType> kv_dtype;
   Backend* backend = nullptr;              // default: cpu_backend()
   // Synthesize every weight (random values, the shapes the config implies) instead of
   // reading files: real-shaped models for benchmarks without downloading anything.

@@ -119,13 +119,14 @@ class Opt final : public Model {
     const uint64_t embed_row = w_.embed.nbytes() / static_cast<uint64_t>(c.vocab_size);
     const uint64_t position_row = w_.positions.nbytes() / static_cast<uint64_t>(w_.positions.rows());
     info_.weight_bytes = loader.bytes_loaded() + w_.embed.nbytes() + w_.positions.nbytes();
+    info_.kv_dtype = loader.kv_dtype();
     info_.weight_bytes_per_token = loader.bytes_loaded() + w_.embed.nbytes() + embed_row + position_row;
   }
 
   const ModelInfo& info() const override { return info_; }
 
   Cache make_cache(int64_t max_seq) const override {
-    return attention_cache(be_, std::min(max_seq, c_.max_positions), c_.n_layers, c_.hidden_size);
+    return attention_cache(be_, std::min(max_seq, c_.max_positions), c_.n_layers, c_.hidden_size, info_.kv_dtype);
   }
 
   Tensor forward(std::span<const int32_t> tokens, Cache& cache, Logits which) override {
@@ -134,6 +135,7 @@ class Opt final : public Model {
     Tensor x = act_.get(X, T, D);           // [T, D]  residual stream
     Tensor h = act_.get(H, T, D);           // [T, D]  normed input / branch output
     Tensor q = act_.get(Q, T, D);           // [T, D]
+    Tensor k = act_.get(K, T, D), v = act_.get(V, T, D);  // [T, D] each
     Tensor att = act_.get(ATT, T, D);       // [T, D]  attention output (heads concatenated)
     Tensor ff = act_.get(FF, T, c_.ffn_dim);  // [T, F]
 
@@ -156,8 +158,9 @@ class Opt final : public Model {
       be_.layernorm(h, x, L.attn_norm_w, L.attn_norm_b, OptConfig::kLayerNormEps);
       trace(h, "attn_norm", l);
       be_.matmul(q, h, L.wq, L.bq);                           // [T, D]
-      be_.matmul(kv.k.rows_view(pos0, T), h, L.wk, L.bk);     // [T, D], straight into the cache
-      be_.matmul(kv.v.rows_view(pos0, T), h, L.wv, L.bv);
+      be_.matmul(k, h, L.wk, L.bk);                           // [T, D]
+      be_.matmul(v, h, L.wv, L.bv);
+      append_kv(be_, kv, pos0, k, v);
       args.probs = wants_attention_probs() ? act_.get(PROBS, int64_t{c_.n_heads} * T, pos0 + T).reshape({c_.n_heads, T, pos0 + T}) : Tensor{};
       be_.attention(att, q, kv.k, kv.v, args);                // [T, D]
       trace(att, "attn_out", l);
@@ -190,7 +193,7 @@ class Opt final : public Model {
   }
 
  private:
-  enum Slot { X, H, Q, ATT, FF, LOGITS, PROBS };  // activation buffers
+  enum Slot { X, H, Q, K, V, ATT, FF, LOGITS, PROBS };  // activation buffers
 
   // The final norm and the output head, as the end of forward() and the logit lens use them:
   // residual stream x [R, D] -> logits [R, V] on the backend.

@@ -29,7 +29,8 @@ enum class Op {
 // Attention over a KV cache.
 //   q:        [T, n_heads * head_dim]       queries for positions pos0 .. pos0+T-1
 //   k_cache:  [S, n_kv_heads * head_dim]    keys for positions 0 .. pos0+T-1 already written
-//   v_cache:  [S, n_kv_heads * head_dim]    values, same layout
+//   v_cache:  [S, n_kv_heads * head_dim]    values, same layout and dtype: F32, or F16 where
+//                                           supports(Op::Attention, DType::F16) (copy converts)
 //   out:      [T, n_heads * head_dim]
 // Query head h reads KV head h / (n_heads / n_kv_heads) (MHA, GQA and MQA alike).
 // Query t (position p = pos0 + t) sees key j iff j <= p and, when window > 0, j > p - window.
@@ -87,6 +88,7 @@ class Backend {
   virtual void synchronize() {}
 
   // ---- capability ---------------------------------------------------------------------
+  // Whether op takes weights of this dtype (Matmul, Embed), or for Attention / Copy a KV cache of it.
   virtual bool supports(Op op, DType weight_dtype) const = 0;
 
   // ---- ops ----------------------------------------------------------------------------

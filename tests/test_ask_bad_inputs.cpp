@@ -41,6 +41,7 @@ TEST(AskBadFlags, CountsOutsideTheirBounds) {
   expect_error(m + "--temp nan", {"--temp: expected a number"});
   expect_error(m + "--temp inf", {"--temp: expected a number"});
   expect_error(m + "--seed -1", {"--seed: -1 is outside"});
+  expect_error(m + "--kv-dtype q8_0", {"--kv-dtype: \"q8_0\" is not a KV cache dtype (f32, f16)"});
   expect_error(m + "-t", {"-t needs a value"});
 }
 

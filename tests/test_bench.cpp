@@ -21,7 +21,7 @@ std::vector<nlohmann::json> rows(const std::string& out) {
 void check_row(const nlohmann::json& j) {
   for (const char* key : {"shape", "dtype", "threads", "prefill_tokens", "prefill_tok_s", "decode_tokens", "decode_tok_s",
                           "weight_bytes_per_token", "decode_gb_s", "bandwidth_gb_s", "pct_bandwidth",
-                          "prefill_gflop_s", "fma_gflop_s", "pct_fma", "peak_rss_bytes"})
+                          "prefill_gflop_s", "fma_gflop_s", "pct_fma", "peak_rss_bytes", "kv_dtype"})
     EXPECT_TRUE(j.contains(key)) << key << " missing in " << j.dump();
   EXPECT_GT(j["prefill_tok_s"].get<double>(), 0.0) << j.dump();
   EXPECT_GT(j["decode_tok_s"].get<double>(), 0.0) << j.dump();
@@ -46,6 +46,10 @@ TEST(Bench, JsonRowsForAModelDir) {
   for (const auto& j : js) check_row(j);
   EXPECT_EQ(js[0]["shape"], "stories260K");
   EXPECT_EQ(js[1]["dtype"], "q8_0");
+  // The KV cache is F16 by default under quantized weights only.
+  EXPECT_EQ(js[0]["kv_dtype"], "F32");
+  EXPECT_EQ(js[1]["kv_dtype"], "F16");
+  EXPECT_EQ(js[2]["kv_dtype"], "F16");
   EXPECT_EQ(js[0]["prefill_tokens"], 8);
   EXPECT_EQ(js[0]["decode_tokens"], 4);
   // Quantized weights are fewer bytes per token.
@@ -67,6 +71,13 @@ TEST(Bench, RandomWeightShapeAndMarkdownTable) {
   const auto bad = purellm::test::run_app(PURELLM_BIN_DIR, "bench", "--shape " + dir + "/config.json --dtype q9");
   EXPECT_EQ(bad.status, 1);
   EXPECT_NE(bad.err.find("unknown dtype"), std::string::npos) << bad.err;
+  // --kv-dtype: chosen for every row, said in the table; anything but f32 / f16 is refused.
+  const auto kv = purellm::test::run_app(PURELLM_BIN_DIR, "bench", "--shape " + dir + "/config.json -p 4 -n 2 -t 1 -r 1 --kv-dtype f16");
+  ASSERT_EQ(kv.status, 0) << kv.err;
+  EXPECT_NE(kv.out.find("| stored, kv f16 | 1 |"), std::string::npos) << kv.out;
+  const auto bad_kv = purellm::test::run_app(PURELLM_BIN_DIR, "bench", "--shape " + dir + "/config.json --kv-dtype q8_0");
+  EXPECT_EQ(bad_kv.status, 1);
+  EXPECT_NE(bad_kv.err.find("--kv-dtype: \"q8_0\" is not a KV cache dtype (f32, f16)"), std::string::npos) << bad_kv.err;
 }
 
 }  // namespace

@@ -32,8 +32,8 @@ std::string error_of(const std::function<void()>& f) {
 TEST(CacheLimits, KvCacheLargerThanMemoryIsRefusedBeforeAllocating) {
   // 1000 layers x 2 x 2^24 positions x 65536 floats: 8.8 PB, on no machine.
   const auto start = std::chrono::steady_clock::now();
-  const std::string msg = error_of([] { attention_cache(cpu_backend(), int64_t{1} << 24, 1000, 65536); });
-  EXPECT_NE(msg.find("KV cache (1000 layers x 2 x 16777216 positions x 65536 floats) needs 8796093.02 GB"),
+  const std::string msg = error_of([] { attention_cache(cpu_backend(), int64_t{1} << 24, 1000, 65536, DType::F32); });
+  EXPECT_NE(msg.find("KV cache (1000 layers x 2 x 16777216 positions x 65536 F32 values) needs 8796093.02 GB"),
             std::string::npos) << msg;
   EXPECT_NE(msg.find("of memory is available"), std::string::npos) << msg;
   EXPECT_NE(msg.find("-c"), std::string::npos) << msg;  // says what to change
@@ -43,7 +43,8 @@ TEST(CacheLimits, KvCacheLargerThanMemoryIsRefusedBeforeAllocating) {
 
 TEST(CacheLimits, SizesThatOverflow64BitsAreRefusedToo) {
   const std::string msg = error_of([] {
-    attention_cache(cpu_backend(), std::numeric_limits<int64_t>::max(), INT32_MAX, std::numeric_limits<int64_t>::max());
+    attention_cache(cpu_backend(), std::numeric_limits<int64_t>::max(), INT32_MAX, std::numeric_limits<int64_t>::max(),
+                    DType::F16);
   });
   EXPECT_NE(msg.find("KV cache"), std::string::npos) << msg;
   Cache cache(cpu_backend(), 1);
@@ -52,10 +53,13 @@ TEST(CacheLimits, SizesThatOverflow64BitsAreRefusedToo) {
 }
 
 TEST(CacheLimits, ACacheThatFitsIsAllocatedAndCounted) {
-  const Cache cache = attention_cache(cpu_backend(), 16, 3, 8);
+  const Cache cache = attention_cache(cpu_backend(), 16, 3, 8, DType::F32);
   ASSERT_EQ(cache.layers.size(), 3u);
   EXPECT_EQ(cache.bytes(), 3u * 2 * 16 * 8 * sizeof(float));
   EXPECT_EQ(cache.layers[2].v.shape[0], 16);
+  const Cache half = attention_cache(cpu_backend(), 16, 3, 8, DType::F16);  // an F16 cache: half the bytes
+  EXPECT_EQ(half.bytes(), cache.bytes() / 2);
+  EXPECT_EQ(half.layers[0].k.dtype, DType::F16);
 }
 
 // Through a real model: a config that allows 2^31 positions, and a cache asked for all of them.
@@ -67,7 +71,7 @@ TEST(CacheLimits, ModelCacheForItsWholeLongContextIsRefused) {
   auto model = find_model(config)(config, *files, LoadOptions{});
   model->keep_weight_files(files);
   const std::string msg = error_of([&] { model->make_cache(INT32_MAX); });
-  EXPECT_NE(msg.find("KV cache (2 layers x 2 x 2147483647 positions x 32 floats)"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("KV cache (2 layers x 2 x 2147483647 positions x 32 F32 values)"), std::string::npos) << msg;
   EXPECT_NO_THROW(model->make_cache(256));
 }
 

@@ -16,6 +16,7 @@
 #include "models/generate.hpp"
 #include "models/trace.hpp"
 #include "tensor/cpu/cpu_backend.hpp"
+#include "tensor/quant.hpp"
 #include "testdata.hpp"
 
 using namespace purellm;
@@ -201,7 +202,10 @@ RoutingCheck compare_routing(const TraceRecorder& f32, const TraceRecorder& quan
 // Copies every cache tensor of `from` into `to` (same model shape, CPU backend).
 void copy_cache(const Cache& from, Cache& to) {
   auto copy = [](const Tensor& src, const Tensor& dst) {
-    if (!src.empty()) std::memcpy(dst.data, src.data, src.nbytes());
+    if (src.empty()) return;
+    if (src.dtype == dst.dtype) return (void)std::memcpy(dst.data, src.data, src.nbytes());
+    for (int64_t r = 0; r < src.rows(); ++r)  // an F32 KV cache into an F16 one (quantized weights' default)
+      convert_row_from_f32(dst.dtype, src.row<float>(r), dst.row(r), src.cols());
   };
   for (size_t i = 0; i < from.layers.size(); ++i) {
     copy(from.layers[i].k, to.layers[i].k);
@@ -295,6 +299,25 @@ TEST_P(Fixture, QuantizedWeightsStayCloseToF32) {
       EXPECT_LE(step.worst_rel, 0.08) << "Q8_0 logits far from F32";
     }
   }
+}
+
+// An F16 KV cache (--kv-dtype f16; the default under quantized weights) beside the F32 model
+// along the golden greedy path: its only rounding is the cache's (2^-11 relative per value).
+TEST_P(Fixture, F16KvCacheStaysCloseToF32) {
+  const std::vector<int32_t> path = ids("greedy_ids");
+  const int experts_per_token = read_json_file(dir_ + "/config.json").value("num_experts_per_tok", 0);
+  LoadOptions load;
+  load.kv_dtype = DType::F16;
+  const std::unique_ptr<Model> half = load_model(dir_, load);
+  ASSERT_EQ(half->info().kv_dtype, DType::F16);
+  const Cache cache = half->make_cache(4);
+  for (const LayerCache& l : cache.layers)
+    if (!l.k.empty()) EXPECT_EQ(l.k.dtype, DType::F16);
+  const QuantWalk run = walk_quantized(*model_, *half, DType::F16, prompt_, path, experts_per_token, false);
+  std::printf("[ kv f16   ] %s: free-running max abs logit error %.3g, %.3f%% of max |logit|; top-1 %d/%d\n",
+              GetParam().c_str(), run.worst, 100 * run.worst_rel, run.agree, run.steps);
+  EXPECT_LE(run.worst_rel, 0.01) << "F16 KV cache logits far from F32";
+  EXPECT_EQ(run.agree, run.steps) << "F16 KV cache changed the greedy path";
 }
 
 INSTANTIATE_TEST_SUITE_P(Goldens, Fixture, ::testing::ValuesIn(fixture_names()),

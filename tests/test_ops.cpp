@@ -404,34 +404,57 @@ TEST_P(Ops, Attention) {
       {32, 4, 64, 1, 300, 0, false, true}, {6, 2, 80, 4, 20, 0, false, false},   // groups of 8, 3
       {71, 1, 64, 2, 50, 0, true, false},                                        // MQA, many heads
   };
-  for (const AttnCase& c : cases) {
-    const int64_t S = c.pos0 + c.T + 3, kv_cols = int64_t{c.n_kv_heads} * c.head_dim;
-    const Tensor q = random(c.T, int64_t{c.n_heads} * c.head_dim, 2);
-    const Tensor kc = random(S, kv_cols, 5), vc = random(S, kv_cols, 1);
-    Tensor got = zeros(DType::F32, c.T, q.cols(), 1), want = zeros(DType::F32, c.T, q.cols(), 1);
-    AttentionArgs a;
-    a.n_heads = c.n_heads;
-    a.n_kv_heads = c.n_kv_heads;
-    a.head_dim = c.head_dim;
-    a.pos0 = c.pos0;
-    a.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-    a.window = c.window;
-    if (c.alibi) a.alibi_slopes = random(1, c.n_heads, 0, 0.01f, 0.5f).reshape({c.n_heads});
-    AttentionArgs b = a;
-    if (c.probs) {
-      store_.push_back(OwnedTensor::zeros(DType::F32, {c.n_heads, c.T, c.pos0 + c.T}));
-      a.probs = store_.back().view;
-      store_.push_back(OwnedTensor::zeros(DType::F32, {c.n_heads, c.T, c.pos0 + c.T}));
-      b.probs = store_.back().view;
+  for (DType kv : {DType::F32, DType::F16}) {  // F16: the cache of quantized models (both read it)
+    for (const AttnCase& c : cases) {
+      if (!fast_->supports(Op::Attention, kv)) continue;
+      const int64_t S = c.pos0 + c.T + 3, kv_cols = int64_t{c.n_kv_heads} * c.head_dim;
+      const Tensor q = random(c.T, int64_t{c.n_heads} * c.head_dim, 2);
+      const Tensor kc = convert(random(S, kv_cols, 5), kv, 5), vc = convert(random(S, kv_cols, 1), kv, 1);
+      Tensor got = zeros(DType::F32, c.T, q.cols(), 1), want = zeros(DType::F32, c.T, q.cols(), 1);
+      AttentionArgs a;
+      a.n_heads = c.n_heads;
+      a.n_kv_heads = c.n_kv_heads;
+      a.head_dim = c.head_dim;
+      a.pos0 = c.pos0;
+      a.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+      a.window = c.window;
+      if (c.alibi) a.alibi_slopes = random(1, c.n_heads, 0, 0.01f, 0.5f).reshape({c.n_heads});
+      AttentionArgs b = a;
+      if (c.probs) {
+        store_.push_back(OwnedTensor::zeros(DType::F32, {c.n_heads, c.T, c.pos0 + c.T}));
+        a.probs = store_.back().view;
+        store_.push_back(OwnedTensor::zeros(DType::F32, {c.n_heads, c.T, c.pos0 + c.T}));
+        b.probs = store_.back().view;
+      }
+      fast_->attention(got, q, kc, vc, a);
+      ref_->attention(want, q, kc, vc, b);
+      const double atol = 1e-5 * std::sqrt(static_cast<double>(c.pos0 + c.T));
+      expect_close(got, want, atol, 1e-5, "attention " + describe(c) + " " + std::string(dtype_name(kv)));
+      if (c.probs)
+        expect_close(a.probs.reshape({c.n_heads * c.T, c.pos0 + c.T}), b.probs.reshape({c.n_heads * c.T, c.pos0 + c.T}),
+                     1e-6, 1e-5, "attention probs " + describe(c));
     }
-    fast_->attention(got, q, kc, vc, a);
-    ref_->attention(want, q, kc, vc, b);
-    const double atol = 1e-5 * std::sqrt(static_cast<double>(c.pos0 + c.T));
-    expect_close(got, want, atol, 1e-5, "attention " + describe(c));
-    if (c.probs)
-      expect_close(a.probs.reshape({c.n_heads * c.T, c.pos0 + c.T}), b.probs.reshape({c.n_heads * c.T, c.pos0 + c.T}),
-                   1e-6, 1e-5, "attention probs " + describe(c));
   }
+}
+
+// Appending to an F16 KV cache: copy rounds each value to nearest even, as f32_to_f16 (values
+// past F16's range become inf, tiny ones subnormal), on odd widths and strided rows.
+TEST_P(Ops, CopyIntoF16Cache) {
+  if (!fast_->supports(Op::Copy, DType::F16)) GTEST_SKIP() << fast_->name() << " has no F16 cache";
+  for (int64_t cols : {1, 15, 37, 1030}) {
+    const Tensor x = random(3, cols, 2, -2.0f, 2.0f);
+    x.row<float>(0)[0] = 70000.0f;  // past 65504
+    if (cols > 1) x.row<float>(1)[cols - 1] = 3e-7f;  // an F16 subnormal
+    const Tensor got = zeros(DType::F16, 3, cols, 1), want = zeros(DType::F16, 3, cols, 1);
+    fast_->copy(got, x);
+    ref_->copy(want, x);
+    for (int64_t r = 0; r < 3; ++r)
+      for (int64_t i = 0; i < cols; ++i) {
+        ASSERT_EQ(got.row<uint16_t>(r)[i], want.row<uint16_t>(r)[i]) << "cols " << cols << " at " << r << ", " << i;
+        ASSERT_EQ(want.row<uint16_t>(r)[i], f32_to_f16(x.row<float>(r)[i]));
+      }
+  }
+  EXPECT_THROW(fast_->copy(zeros(DType::BF16, 2, 8), random(2, 8)), std::invalid_argument);
 }
 
 // ---- Mamba2 ops -------------------------------------------------------------------------------

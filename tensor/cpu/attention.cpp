@@ -41,8 +41,9 @@ void attention(const Kernels& k, Scratch& s, const Tensor& out, const Tensor& q,
     r.out = out.row<float>(t) + h0 * d;
     r.q = q.row<float>(t) + h0 * d;
     r.heads = std::min(per_call, group - g0);
-    r.k = k_cache.row<float>(0) + kv_head * d;
-    r.v = v_cache.row<float>(0) + kv_head * d;
+    r.k = k_cache.row<char>(0) + dtype_bytes(k_cache.dtype, kv_head * d);
+    r.v = v_cache.row<char>(0) + dtype_bytes(v_cache.dtype, kv_head * d);
+    r.kv_dtype = k_cache.dtype;
     r.k_stride = k_cache.row_stride();
     r.v_stride = v_cache.row_stride();
     r.d = d;

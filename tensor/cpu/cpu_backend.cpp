@@ -156,6 +156,7 @@ class CpuBackend final : public Backend {
   bool supports(Op op, DType w) const override {
     if (op == Op::Matmul || op == Op::Embed)
       return w == DType::F32 || w == DType::F16 || w == DType::BF16 || is_quantized(w);
+    if (op == Op::Attention || op == Op::Copy) return w == DType::F32 || w == DType::F16;  // F16 KV caches
     return w == DType::F32;
   }
 
@@ -177,7 +178,7 @@ class CpuBackend final : public Backend {
   void add_scaled(const Tensor& out, const Tensor& x, float s) override {
     k_ ? fast::add_scaled(*k_, out, x, s) : ref::add_scaled(out, x, s);
   }
-  void copy(const Tensor& out, const Tensor& x) override { k_ ? fast::copy(out, x) : ref::copy(out, x); }
+  void copy(const Tensor& out, const Tensor& x) override { k_ ? fast::copy(*k_, out, x) : ref::copy(out, x); }
   void layernorm(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& b, float eps) override {
     k_ ? fast::layernorm(*k_, out, x, w, b, eps) : ref::layernorm(out, x, w, b, eps);
   }

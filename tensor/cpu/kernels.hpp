@@ -26,9 +26,10 @@ struct AttendGroup {
   float* out;           // [heads * d]
   const float* q;       // [heads * d]
   int heads;
-  const float* k;       // key j at k + j * k_stride, [d] each
-  const float* v;       // value j at v + j * v_stride
-  int64_t k_stride, v_stride;
+  const void* k;        // key j at k + j * k_stride, [d] each, of kv_dtype (F32 or F16)
+  const void* v;        // value j at v + j * v_stride
+  DType kv_dtype;
+  int64_t k_stride, v_stride;  // in values
   int64_t d;
   int64_t first, last;  // visible keys: first <= j <= last
   float scale;
@@ -58,6 +59,7 @@ struct Kernels {
   // Row conversions of n values.
   void (*f16_to_f32)(float* dst, const uint16_t* src, int64_t n);
   void (*bf16_to_f32)(float* dst, const uint16_t* src, int64_t n);
+  void (*f32_to_f16)(uint16_t* dst, const float* src, int64_t n);  // round to nearest even
 
   // Elementwise over n values.
   void (*add)(float* out, const float* a, const float* b, int64_t n);

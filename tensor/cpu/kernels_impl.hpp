@@ -108,6 +108,28 @@ V<A> load_bf16(const uint16_t* p) {
   return xsimd::bitwise_cast<V<A>>(widen_u16<A>(p) << 16);
 }
 
+// n floats to F16 (round to nearest even, as f32_to_f16).
+template <class A>
+void f32_to_f16_row(uint16_t* dst, const float* src, int64_t n) {
+  int64_t i = 0;
+#if defined(__AVX512F__)
+  if constexpr (kLanes<A> == 16)
+    for (; i + 16 <= n; i += 16)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i),
+                          _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#endif
+#if defined(__F16C__)
+  if constexpr (kLanes<A> == 8)
+    for (; i + 8 <= n; i += 8)
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i),
+                       _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#endif
+#if defined(__aarch64__)
+  for (; i + 4 <= n; i += 4) vst1_u16(dst + i, vreinterpret_u16_f16(vcvt_f16_f32(vld1q_f32(src + i))));
+#endif
+  for (; i < n; ++i) dst[i] = f32_to_f16(src[i]);
+}
+
 // kLanes<A> consecutive values of weight dtype D, as floats.
 template <class A, DType D>
 V<A> load(const storage_t<D>* p) {
@@ -859,10 +881,10 @@ template <class A>
 constexpr int kAttendHeads = sizeof(V<A>) == 64 ? 4 : 2;
 
 // Rows of the KV cache are a few cache lines, a whole cache row apart: too short for the hardware
-// prefetcher, so the kernels ask for the row they will read some keys ahead.
-template <class A>
-void prefetch_row(const float* p, int64_t n) {
-  for (int64_t i = 0; i < n; i += 16) __builtin_prefetch(p + i);
+// prefetcher, so the kernels ask for the row they will read some keys ahead (n values of type T).
+template <class A, class T>
+void prefetch_row(const T* p, int64_t n) {
+  for (int64_t i = 0; i < n; i += 64 / static_cast<int64_t>(sizeof(T))) __builtin_prefetch(p + i);
 }
 
 // Lane i of the result = the sum of the lanes of rows[i], for kLanes rows (xsimd::haddp, except
@@ -899,8 +921,8 @@ constexpr int64_t score_keys() {
 }
 
 // part[g][b] = a vector whose lanes sum to q_g . k_b, for H heads and B keys (ks[b]).
-template <class A, int H, int64_t B>
-void dot_lanes(V<A> (*part)[kLanes<A>], const float* q, const float* const* ks, int64_t d) {
+template <class A, DType D, int H, int64_t B>
+void dot_lanes(V<A> (*part)[kLanes<A>], const float* q, const storage_t<D>* const* ks, int64_t d) {
   V<A> acc[B][H];
   for (auto& a : acc)
     for (V<A>& x : a) x = V<A>(0.0f);
@@ -909,13 +931,13 @@ void dot_lanes(V<A> (*part)[kLanes<A>], const float* q, const float* const* ks, 
     V<A> qv[H];
     for (int g = 0; g < H; ++g) qv[g] = V<A>::load_unaligned(q + g * d + i);
     for (int64_t b = 0; b < B; ++b) {
-      const V<A> kv = V<A>::load_unaligned(ks[b] + i);
+      const V<A> kv = load<A, D>(ks[b] + i);
       for (int g = 0; g < H; ++g) acc[b][g] = xsimd::fma(qv[g], kv, acc[b][g]);
     }
   }
   if (i < d)
     for (int64_t b = 0; b < B; ++b) {
-      const V<A> kv = load_partial<A>(ks[b] + i, d - i);
+      const V<A> kv = load_partial<A, D>(ks[b] + i, d - i);
       for (int g = 0; g < H; ++g) acc[b][g] = xsimd::fma(load_partial<A>(q + g * d + i, d - i), kv, acc[b][g]);
     }
   for (int64_t b = 0; b < B; ++b)
@@ -925,21 +947,22 @@ void dot_lanes(V<A> (*part)[kLanes<A>], const float* q, const float* const* ks, 
 // s[g * n + j] = scale * q_g . k_(first + j) (+ ALiBi) for j < n and H heads from g0. Keys go
 // kLanes at a time: one lane-sum vector per (head, key), reduced together by lane_sums. The keys
 // past n in the last step repeat the last key; their scores are not stored.
-template <class A, int H>
+template <class A, DType D, int H>
 void attend_scores(float* s, int64_t n, const AttendGroup& r, int g0) {
   constexpr int64_t L = kLanes<A>, B = score_keys<A, H>();
   V<A> part[H][L];
   const float* q = r.q + g0 * r.d;
+  const auto* k = static_cast<const storage_t<D>*>(r.k);
   for (int64_t j0 = 0; j0 < n; j0 += L) {
     const int64_t m = n - j0 < L ? n - j0 : L;
     for (int64_t jj = 0; jj < L; jj += B) {
-      const float* ks[B];
+      const storage_t<D>* ks[B];
       for (int64_t b = 0; b < B; ++b) {
         const int64_t j = r.first + j0 + (jj + b < m ? jj + b : m - 1);
-        ks[b] = r.k + j * r.k_stride;
+        ks[b] = k + j * r.k_stride;
         prefetch_row<A>(ks[b] + L * r.k_stride, r.d);
       }
-      dot_lanes<A, H, B>(reinterpret_cast<V<A>(*)[L]>(&part[0][jj]), q, ks, r.d);
+      dot_lanes<A, D, H, B>(reinterpret_cast<V<A>(*)[L]>(&part[0][jj]), q, ks, r.d);
     }
     for (int g = 0; g < H; ++g) {
       float* sg = s + g * n + j0;
@@ -954,24 +977,25 @@ void attend_scores(float* s, int64_t n, const AttendGroup& r, int g0) {
 
 // out_g[c] = sum_j p[g * n + j] * v_(first + j)[c] for H heads from g0, in column blocks of
 // four vectors. S key streams (S = 2 for a single head) give the FMA chains enough independence.
-template <class A, int H, int S>
+template <class A, DType D, int H, int S>
 void attend_values(const float* p, int64_t n, const AttendGroup& r, int g0) {
   constexpr int64_t L = kLanes<A>;
   constexpr int C = 4;
+  const auto* values = static_cast<const storage_t<D>*>(r.v);
   int64_t i = 0;
   for (; i + C * L <= r.d; i += C * L) {
     V<A> acc[S][H][C];
     for (auto& sa : acc)
       for (auto& ha : sa)
         for (V<A>& a : ha) a = V<A>(0.0f);
-    const float* v = r.v + r.first * r.v_stride + i;
+    const storage_t<D>* v = values + r.first * r.v_stride + i;
     int64_t j = 0;
     for (; j + S <= n; j += S)
       for (int st = 0; st < S; ++st) {
-        const float* vj = v + (j + st) * r.v_stride;
+        const storage_t<D>* vj = v + (j + st) * r.v_stride;
         prefetch_row<A>(vj + 8 * r.v_stride, C * L);
         V<A> x[C];
-        for (int c = 0; c < C; ++c) x[c] = V<A>::load_unaligned(vj + c * L);
+        for (int c = 0; c < C; ++c) x[c] = load<A, D>(vj + c * L);
         for (int g = 0; g < H; ++g) {
           const V<A> pj(p[g * n + j + st]);
           for (int c = 0; c < C; ++c) acc[st][g][c] = xsimd::fma(pj, x[c], acc[st][g][c]);
@@ -980,7 +1004,7 @@ void attend_values(const float* p, int64_t n, const AttendGroup& r, int g0) {
     for (; j < n; ++j)
       for (int g = 0; g < H; ++g)
         for (int c = 0; c < C; ++c)
-          acc[0][g][c] = xsimd::fma(V<A>(p[g * n + j]), V<A>::load_unaligned(v + j * r.v_stride + c * L), acc[0][g][c]);
+          acc[0][g][c] = xsimd::fma(V<A>(p[g * n + j]), load<A, D>(v + j * r.v_stride + c * L), acc[0][g][c]);
     for (int g = 0; g < H; ++g)
       for (int c = 0; c < C; ++c) {
         for (int st = 1; st < S; ++st) acc[0][g][c] += acc[st][g][c];
@@ -992,8 +1016,8 @@ void attend_values(const float* p, int64_t n, const AttendGroup& r, int g0) {
     V<A> acc[H];
     for (V<A>& a : acc) a = V<A>(0.0f);
     for (int64_t j = 0; j < n; ++j) {
-      const float* vj = r.v + (r.first + j) * r.v_stride + i;
-      const V<A> x = m == L ? V<A>::load_unaligned(vj) : load_partial<A>(vj, m);
+      const storage_t<D>* vj = values + (r.first + j) * r.v_stride + i;
+      const V<A> x = m == L ? load<A, D>(vj) : load_partial<A, D>(vj, m);
       for (int g = 0; g < H; ++g) acc[g] = xsimd::fma(V<A>(p[g * n + j]), x, acc[g]);
     }
     for (int g = 0; g < H; ++g) {
@@ -1006,16 +1030,16 @@ void attend_values(const float* p, int64_t n, const AttendGroup& r, int g0) {
 // Heads g0 .. g0 + H - 1 of the group (fewer when fewer are left): scores, softmax, values.
 // Softmax is shift invariant, so ALiBi's slope * j is applied as slope * (j - last): the same
 // probabilities with smaller numbers, which float represents more exactly.
-template <class A, int H = kAttendHeads<A>>
+template <class A, DType D, int H = kAttendHeads<A>>
 void attend_heads(const AttendGroup& r, int g0) {
   if constexpr (H > 1)
-    if (r.heads - g0 < H) return attend_heads<A, H - 1>(r, g0);
+    if (r.heads - g0 < H) return attend_heads<A, D, H - 1>(r, g0);
   const int64_t n = r.last - r.first + 1;
   float* s = r.scores;
-  attend_scores<A, H>(s, n, r, g0);
+  attend_scores<A, D, H>(s, n, r, g0);
   float total[H];
   for (int g = 0; g < H; ++g) total[g] = exp_shifted<A>(s + g * n, s + g * n, n);
-  attend_values<A, H, H == 1 ? 2 : 1>(s, n, r, g0);
+  attend_values<A, D, H, H == 1 ? 2 : 1>(s, n, r, g0);
   for (int g = 0; g < H; ++g) {
     float* out = r.out + (g0 + g) * r.d;
     scale<A>(out, out, 1.0f / total[g], r.d);
@@ -1028,7 +1052,8 @@ void attend_heads(const AttendGroup& r, int g0) {
 
 template <class A>
 void attend(const AttendGroup& r) {
-  for (int g0 = 0; g0 < r.heads; g0 += kAttendHeads<A>) attend_heads<A>(r, g0);
+  for (int g0 = 0; g0 < r.heads; g0 += kAttendHeads<A>)
+    r.kv_dtype == DType::F16 ? attend_heads<A, DType::F16>(r, g0) : attend_heads<A, DType::F32>(r, g0);
 }
 
 template <class A>
@@ -1065,6 +1090,7 @@ const Kernels& kernel_table() {
   static const Kernels table{
       .f16_to_f32 = convert_row<A, DType::F16>,
       .bf16_to_f32 = convert_row<A, DType::BF16>,
+      .f32_to_f16 = f32_to_f16_row<A>,
       .add = add<A>,
       .mul = mul<A>,
       .scale = scale<A>,

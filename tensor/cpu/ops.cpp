@@ -96,10 +96,11 @@ void add_scaled(const Kernels& k, const Tensor& out, const Tensor& x, float s) {
   });
 }
 
-void copy(const Tensor& out, const Tensor& x) {
-  ref::check_same_shape("copy", out, x);
+void copy(const Kernels& k, const Tensor& out, const Tensor& x) {
+  ref::check_copy(out, x);
   for_row_pieces(x.rows(), x.cols(), [&](int64_t r, int64_t c0, int64_t n) {
-    std::memmove(out.row<float>(r) + c0, x.row<float>(r) + c0, static_cast<size_t>(n) * sizeof(float));
+    if (out.dtype == DType::F16) k.f32_to_f16(out.row<uint16_t>(r) + c0, x.row<float>(r) + c0, n);
+    else std::memmove(out.row<float>(r) + c0, x.row<float>(r) + c0, static_cast<size_t>(n) * sizeof(float));
   });
 }
 

@@ -74,7 +74,7 @@ void add(const Kernels& k, const Tensor& out, const Tensor& a, const Tensor& b);
 void mul(const Kernels& k, const Tensor& out, const Tensor& a, const Tensor& b);
 void scale(const Kernels& k, const Tensor& out, const Tensor& x, float s);
 void add_scaled(const Kernels& k, const Tensor& out, const Tensor& x, float s);
-void copy(const Tensor& out, const Tensor& x);
+void copy(const Kernels& k, const Tensor& out, const Tensor& x);
 void layernorm(const Kernels& k, const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& b,
                float eps);
 void rmsnorm(const Kernels& k, const Tensor& out, const Tensor& x, const Tensor& w, float eps);

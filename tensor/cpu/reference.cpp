@@ -51,6 +51,21 @@ void check_f32_rows(const char* op, const char* what, const Tensor& t) {
     fail(op, std::string(what) + " rows must be contiguous");
 }
 
+// Rows of a KV cache: F32 or F16 (the cache's dtype), contiguous within a row.
+void check_cache_rows(const char* op, const char* what, const Tensor& t) {
+  if (t.dtype != DType::F32 && t.dtype != DType::F16)
+    fail(op, std::string(what) + " must be F32 or F16, got " + t.describe());
+  if (t.ndim > 1 && t.stride[static_cast<size_t>(t.ndim - 1)] != 1)
+    fail(op, std::string(what) + " rows must be contiguous");
+}
+
+void check_copy(const Tensor& out, const Tensor& x) {
+  check_f32_rows("copy", "input", x);
+  check_cache_rows("copy", "output", out);
+  if (out.rows() != x.rows() || out.cols() != x.cols())
+    fail("copy", "output " + out.describe() + " does not match input " + x.describe());
+}
+
 void check_same_shape(const char* op, const Tensor& out, const Tensor& x) {
   check_f32_rows(op, "input", x);
   check_f32_rows(op, "output", out);
@@ -132,8 +147,10 @@ void check_attention(const Tensor& out, const Tensor& q, const Tensor& k_cache,
                      const Tensor& v_cache, const AttentionArgs& a) {
   check_f32_rows("attention", "q", q);
   check_f32_rows("attention", "out", out);
-  check_f32_rows("attention", "k_cache", k_cache);
-  check_f32_rows("attention", "v_cache", v_cache);
+  check_cache_rows("attention", "k_cache", k_cache);
+  check_cache_rows("attention", "v_cache", v_cache);
+  if (v_cache.dtype != k_cache.dtype)
+    fail("attention", "k_cache " + k_cache.describe() + " and v_cache " + v_cache.describe() + " differ in dtype");
   const int64_t T = q.rows(), d = a.head_dim;
   if (a.n_kv_heads <= 0 || a.n_heads <= 0 || a.n_heads % a.n_kv_heads || d <= 0)
     fail("attention", "n_heads " + std::to_string(a.n_heads) + " not a multiple of n_kv_heads " +
@@ -305,7 +322,13 @@ void add_scaled(const Tensor& out, const Tensor& x, float s) {
 }
 
 void copy(const Tensor& out, const Tensor& x) {
-  unary("copy", out, x, [](float v) { return v; });
+  check_copy(out, x);
+  for (int64_t r = 0; r < x.rows(); ++r)
+    for (int64_t i = 0; i < x.cols(); ++i) {
+      const float v = x.row<float>(r)[i];
+      if (out.dtype == DType::F16) out.row<uint16_t>(r)[i] = f32_to_f16(v);
+      else out.row<float>(r)[i] = v;
+    }
 }
 
 void layernorm(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& b, float eps) {
@@ -394,6 +417,15 @@ void rope(const Tensor& x, int n_heads, int head_dim, int rot_dims, int64_t pos0
   }
 }
 
+namespace {
+
+// Value i of row j of a KV cache (F32 or F16).
+double cache_value(const Tensor& cache, int64_t j, int64_t i) {
+  return cache.dtype == DType::F16 ? f16_to_f32(cache.row<uint16_t>(j)[i]) : cache.row<float>(j)[i];
+}
+
+}  // namespace
+
 void attention(const Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                const AttentionArgs& a) {
   check_attention(out, q, k_cache, v_cache, a);
@@ -410,9 +442,8 @@ void attention(const Tensor& out, const Tensor& q, const Tensor& k_cache, const 
       const float* qv = q.row<float>(t) + h * d;
       double mx = -INFINITY;
       for (int64_t j = first; j <= pos; ++j) {
-        const float* kv = k_cache.row<float>(j) + kv_off;
         double s = 0.0;
-        for (int64_t i = 0; i < d; ++i) s += static_cast<double>(qv[i]) * kv[i];
+        for (int64_t i = 0; i < d; ++i) s += static_cast<double>(qv[i]) * cache_value(k_cache, j, kv_off + i);
         p[static_cast<size_t>(j)] = a.scale * s + slope * static_cast<double>(j);
         mx = std::max(mx, p[static_cast<size_t>(j)]);
       }
@@ -421,7 +452,7 @@ void attention(const Tensor& out, const Tensor& q, const Tensor& k_cache, const 
       float* o = out.row<float>(t) + h * d;
       for (int64_t i = 0; i < d; ++i) {
         double acc = 0.0;
-        for (int64_t j = first; j <= pos; ++j) acc += p[static_cast<size_t>(j)] * v_cache.row<float>(j)[kv_off + i];
+        for (int64_t j = first; j <= pos; ++j) acc += p[static_cast<size_t>(j)] * cache_value(v_cache, j, kv_off + i);
         o[i] = static_cast<float>(acc / sum);
       }
       if (!a.probs.empty()) {

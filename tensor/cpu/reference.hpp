@@ -43,6 +43,8 @@ void ssm_scan(const Tensor& y, const Tensor& x, const Tensor& dt, const Tensor& 
 // Shape checks shared by every implementation of the ops: throw std::invalid_argument
 // naming the op and the offending operand. Each op above calls its check first.
 void check_same_shape(const char* op, const Tensor& out, const Tensor& x);
+// copy: x F32, out F32 or F16 (a KV cache's rows: converted, rounding to nearest even).
+void check_copy(const Tensor& out, const Tensor& x);
 void check_f32_rows(const char* op, const char* what, const Tensor& t);
 void check_embed(const Tensor& out, const Tensor& table, std::span<const int32_t> ids);
 void check_matmul(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& bias);
