@@ -36,7 +36,11 @@ tables=(
   echo "measured with the same threads just before each row (512 MiB sum; the lowest and highest"
   echo "are printed under each table, as this machine's bandwidth drifts); prefill GFLOP/s counts 2"
   echo "flops per weight per token, and % of FMA divides it by the F32 FMA throughput measured with"
-  echo "the same threads before each row (independent FMA chains out of registers)."
+  echo "the same threads before each row (independent FMA chains out of registers). Rows marked"
+  echo "\"kv f16\" keep the KV cache in F16 (the default under Q8_0 / Q4_0 weights, as llama-bench"
+  echo "does for every row); the others in F32. On this AVX-512 VNNI machine Q8_0 / Q4_0 matrices are"
+  echo "interleaved by 16 rows at load (Q8_0_R16 / Q4_0_R16) and run on the integer kernels at any"
+  echo "prompt length, hence prefill above the F32 FMA peak."
   for ((i = 0; i < ${#tables[@]}; i += 2)); do
     echo
     echo "## ${tables[i]}"

@@ -72,6 +72,8 @@ namespace {
 
 const std::vector<int64_t> kSizes = {1, 3, 7, 15, 17, 31, 33, 127, 4097};
 
+void expect_close(const Tensor& got, const Tensor& want, double atol, double rtol, const std::string& what);
+
 class Ops : public ::testing::TestWithParam<Isa> {
  protected:
   void SetUp() override {
@@ -119,6 +121,24 @@ class Ops : public ::testing::TestWithParam<Isa> {
     Tensor c = zeros(dtype, t.rows(), t.cols(), pad);
     for (int64_t r = 0; r < t.rows(); ++r) convert_row_from_f32(dtype, t.row<float>(r), c.row(r), t.cols());
     return c;
+  }
+
+  // fast_ on w_fast against the reference on w_ref (the same weights, maybe in another layout):
+  // a decode GEMV, a short prompt and a long one (the GEMM road for plain quantized weights), on
+  // one and two threads (threads split rows of W).
+  void check_matmul_threads(const Tensor& w_fast, const Tensor& w_ref, const Tensor& bias, const std::string& what) {
+    const int64_t K = w_ref.cols(), N = w_ref.rows();
+    for (int64_t T : {1, 37, 97}) {
+      const Tensor x = random(T, K), want = zeros(DType::F32, T, N);
+      ref_->matmul(want, x, w_ref, bias);
+      for (int threads : {1, 2}) {
+        cpu::set_num_threads(threads);
+        const Tensor got = zeros(DType::F32, T, N);
+        fast_->matmul(got, x, w_fast, bias);
+        expect_close(got, want, 1e-5 * std::sqrt(static_cast<double>(K)), 1e-5,
+                     what + " T " + std::to_string(T) + " threads " + std::to_string(threads));
+      }
+    }
   }
 
   std::unique_ptr<Backend> fast_, ref_;
@@ -586,20 +606,10 @@ TEST_P(Ops, QuantizedMatmul) {
 // two threads (threads split rows of W).
 TEST_P(Ops, QuantizedMatmulThreads) {
   SKIP_UNLESS_QUANTIZED(*fast_);
-  for (DType dt : {DType::Q8_0, DType::Q4_0})
-    for (int64_t T : {1, 37, 97}) {
-      const int64_t K = 320, N = 1031;
-      const Tensor x = random(T, K), w = convert(random(N, K), dt), bias = random(1, N);
-      const Tensor want = zeros(DType::F32, T, N);
-      ref_->matmul(want, x, w, bias);
-      for (int threads : {1, 2}) {
-        cpu::set_num_threads(threads);
-        const Tensor got = zeros(DType::F32, T, N);
-        fast_->matmul(got, x, w, bias);
-        expect_close(got, want, 1e-5 * std::sqrt(double{K}), 1e-5,
-                     std::string(dtype_name(dt)) + " T " + std::to_string(T) + " threads " + std::to_string(threads));
-      }
-    }
+  for (DType dt : {DType::Q8_0, DType::Q4_0}) {
+    const Tensor w = convert(random(1031, 320), dt);
+    check_matmul_threads(w, w, random(1, 1031), std::string(dtype_name(dt)));
+  }
 }
 
 // The quantized result is close to the F32 product: a few percent of the output's scale for
@@ -682,9 +692,8 @@ TEST_P(Ops, QuantizedMatmulR16) {
 TEST_P(Ops, QuantizedAdoptR16) {
   SKIP_UNLESS_R16(*fast_);  // (a device backend keeps its weights to itself)
   const cpu::Kernels* k = cpu::kernels_for(GetParam());
-  const int64_t K = 320, N = 1031;
   for (DType dt : {DType::Q8_0, DType::Q4_0}) {
-    const Tensor plain = convert(random(N, K), dt), bias = random(1, N);
+    const Tensor plain = convert(random(1031, 320), dt), bias = random(1, 1031);
     std::shared_ptr<void> keep, keep_rewritten;
     const Tensor w = fast_->adopt_weight(plain, false, keep);  // plain stays for the reference
     const Tensor copy = clone(plain), rewritten = fast_->adopt_weight(copy, true, keep_rewritten);
@@ -693,18 +702,7 @@ TEST_P(Ops, QuantizedAdoptR16) {
     EXPECT_EQ(rewritten.data, copy.data);  // in place: no second copy
     EXPECT_EQ(keep_rewritten, nullptr);
     EXPECT_EQ(std::memcmp(rewritten.data, w.data, w.nbytes()), 0);
-    for (int64_t T : {1, 37, 97}) {
-      const Tensor x = random(T, K), want = zeros(DType::F32, T, N);
-      ref_->matmul(want, x, plain, bias);
-      for (int threads : {1, 2}) {
-        cpu::set_num_threads(threads);
-        const Tensor got = zeros(DType::F32, T, N);
-        fast_->matmul(got, x, w, bias);
-        expect_close(got, want, 1e-5 * std::sqrt(double{K}), 1e-5,
-                     "adopted " + std::string(dtype_name(dt)) + " T " + std::to_string(T) + " threads " +
-                         std::to_string(threads));
-      }
-    }
+    check_matmul_threads(w, plain, bias, "adopted " + std::string(dtype_name(dt)));
   }
 }
 
