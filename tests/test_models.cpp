@@ -311,8 +311,11 @@ TEST_P(Fixture, F16KvCacheStaysCloseToF32) {
   const std::unique_ptr<Model> half = load_model(dir_, load);
   ASSERT_EQ(half->info().kv_dtype, DType::F16);
   const Cache cache = half->make_cache(4);
-  for (const LayerCache& l : cache.layers)
-    if (!l.k.empty()) EXPECT_EQ(l.k.dtype, DType::F16);
+  for (const LayerCache& l : cache.layers) {
+    if (!l.k.empty()) {
+      EXPECT_EQ(l.k.dtype, DType::F16);
+    }
+  }
   const QuantWalk run = walk_quantized(*model_, *half, DType::F16, prompt_, path, experts_per_token, false);
   std::printf("[ kv f16   ] %s: free-running max abs logit error %.3g, %.3f%% of max |logit|; top-1 %d/%d\n",
               GetParam().c_str(), run.worst, 100 * run.worst_rel, run.agree, run.steps);
