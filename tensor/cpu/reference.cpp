@@ -323,12 +323,7 @@ void add_scaled(const Tensor& out, const Tensor& x, float s) {
 
 void copy(const Tensor& out, const Tensor& x) {
   check_copy(out, x);
-  for (int64_t r = 0; r < x.rows(); ++r)
-    for (int64_t i = 0; i < x.cols(); ++i) {
-      const float v = x.row<float>(r)[i];
-      if (out.dtype == DType::F16) out.row<uint16_t>(r)[i] = f32_to_f16(v);
-      else out.row<float>(r)[i] = v;
-    }
+  for (int64_t r = 0; r < x.rows(); ++r) convert_row_from_f32(out.dtype, x.row<float>(r), out.row(r), x.cols());
 }
 
 void layernorm(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& b, float eps) {
