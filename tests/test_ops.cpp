@@ -810,6 +810,21 @@ TEST_P(Ops, FmaLoopCountsItsWork) {
   EXPECT_NEAR(sink, want, 1e-4 * want);  // (SSE2 multiplies and adds unfused; one step fewer: 5e-4)
 }
 
+// The bandwidth probe's sum (four streams, then the tail) adds every value once, on odd sizes.
+TEST_P(Ops, SumReadsEveryValue) {
+#ifdef PURELLM_TEST_DEVICE
+  GTEST_SKIP() << "a CPU kernel table only";
+#endif
+  const cpu::Kernels* k = cpu::kernels_for(GetParam());
+  if (!k) GTEST_SKIP() << "no kernel table for " << cpu::isa_name(GetParam());
+  for (int64_t n : {0, 1, 7, 63, 64, 65, 257, 1000, 4099}) {
+    std::vector<float> x(static_cast<size_t>(n));
+    double want = 0;
+    for (int64_t i = 0; i < n; ++i) want += x[static_cast<size_t>(i)] = static_cast<float>(i % 17 + 1);
+    EXPECT_EQ(k->sum(x.data(), n), static_cast<float>(want)) << "n = " << n;  // small integers: exact
+  }
+}
+
 // The GGUF layouts, on a block whose answer is known: x[i] = i - 8 for Q4_0 (max magnitude 23
 // at i = 31, d = 23 / -8) and x[i] = i - 16 for Q8_0 (amax 16 at i = 0, d = 16 / 127).
 TEST(Quant, GgufBlockLayout) {

@@ -73,8 +73,9 @@ struct Kernels {
   void (*silu)(float* out, const float* x, int64_t n);
   void (*silu_mul)(float* out, const float* gate, const float* up, int64_t n);
 
-  // One row of n values. b may be null (no layernorm bias).
+  // The sum of n values, read as four streams (the bandwidth probe).
   float (*sum)(const float* x, int64_t n);
+  // One row of n values. b may be null (no layernorm bias).
   void (*layernorm)(float* out, const float* x, const float* w, const float* b, float eps, int64_t n);
   void (*rmsnorm)(float* out, const float* x, const float* w, float eps, int64_t n);
   void (*softmax)(float* out, const float* x, int64_t n);
