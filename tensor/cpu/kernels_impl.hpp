@@ -409,19 +409,27 @@ double fma_loop(int64_t iters, float* sink) {
 
 // ---- GEMV (decode) ----------------------------------------------------------------------------
 
+// How far ahead of each stream gemv prefetches: 1 KiB read 8-16% faster than none and than 2 KiB
+// (F32, F16, BF16; GPT-2 and TinyLlama shapes, 2 threads, Zen 5).
+constexpr int64_t kGemvPrefetchBytes = 1024;
+
 // y[r * ldy] = x . W[r] (+ bias[r * ldy]) for kRows rows that lie ldw apart; the x vector is
 // loaded once per step for all rows, and each row keeps two accumulators so the FMA chains
-// overlap.
+// overlap. Each row's stream is prefetched kGemvPrefetchBytes ahead (past the row's end that is
+// the next row of its block, which is where the stream goes next).
 template <class A, DType D, int kRows>
 void gemv_rows(float* y, int64_t ldy, const float* x, const storage_t<D>* w, int64_t ldw, int64_t K,
                const float* bias) {
   constexpr int64_t L = kLanes<A>;
+  constexpr int64_t kStepBytes = 2 * L * static_cast<int64_t>(sizeof(storage_t<D>));
   V<A> acc[kRows][2];
   for (int r = 0; r < kRows; ++r) acc[r][0] = acc[r][1] = V<A>(0.0f);
   int64_t k = 0;
   for (; k + 2 * L <= K; k += 2 * L) {
     const V<A> x0 = V<A>::load_unaligned(x + k), x1 = V<A>::load_unaligned(x + k + L);
     for (int r = 0; r < kRows; ++r) {
+      const char* ahead = reinterpret_cast<const char*>(w + r * ldw + k) + kGemvPrefetchBytes;
+      for (int64_t b = 0; b < kStepBytes; b += 64) __builtin_prefetch(ahead + b);
       acc[r][0] = xsimd::fma(x0, load<A, D>(w + r * ldw + k), acc[r][0]);
       acc[r][1] = xsimd::fma(x1, load<A, D>(w + r * ldw + k + L), acc[r][1]);
     }
@@ -445,7 +453,8 @@ constexpr int kStreams = 4;
 // together, so each block is read front to back across its row boundaries and the hardware
 // prefetcher keeps running on all of them. Four streams per thread read 20-35% faster than four
 // consecutive rows at a time (which restart four short streams every four rows) and than one
-// row at a time (one stream), on GPT-2 and TinyLlama shapes (F32 and BF16, 2 threads, Zen 5).
+// row at a time (one stream), on GPT-2 and TinyLlama shapes (F32 and BF16, 2 threads, Zen 5);
+// with the prefetch of gemv_rows they read 90-99% of the bandwidth probe's four-stream sum.
 template <class A, DType D>
 void gemv(float* y, const float* x, const storage_t<D>* w, int64_t ldw, int64_t K, int64_t N,
           const float* bias) {
@@ -813,6 +822,9 @@ void qmatmul(float* out, int64_t ldo, const QuantizedActs& x, int64_t T, const u
 // 128), Q4_0's 4 pieces split into low and high nibbles. The matching 4 bytes of each token's x,
 // broadcast, meet them in vpdpbusd, so the 16 lanes end as the rows' block sums (started at
 // -128 or -8 times sum(x), what the unsigned offsets added), scaled by the block's 16 scales at once.
+// How far ahead of each of its streams the R16 decode kernel prefetches: 2 KiB read 3-20% faster
+// than none, and than 1 or 4 KiB (whole-model decode, TinyLlama and GPT-2 shapes, 2 threads).
+constexpr int64_t kR16PrefetchBytes = 2048;
 template <DType D>
 constexpr int64_t r16_x_offset(int j) {  // where in the block of x piece j's 4 values start
   return D == DType::Q8_0 ? 4 * j : (j % 2 ? 16 : 0) + 4 * (j / 2);
@@ -841,6 +853,8 @@ void qtile_r16(float* out, int64_t ldo, int64_t ldy, const QuantizedActs& x, int
   for (int64_t b = 0; b < nb; ++b) {
     for (int g = 0; g < S; ++g) {
       const uint8_t* p = group + g * ldg + b * kGroupBlock;
+      if constexpr (S > 1)
+        for (int64_t i = 0; i < kGroupBlock; i += 64) __builtin_prefetch(p + kR16PrefetchBytes + i);
       __m512i w[8];
       for (int j = 0; j < 8; ++j) {
         if constexpr (D == DType::Q8_0) {
@@ -868,10 +882,12 @@ void qtile_r16(float* out, int64_t ldo, int64_t ldy, const QuantizedActs& x, int
     for (int c = 0; c < C; ++c) _mm512_storeu_ps(out + g * ldy + c * ldo, acc[g][c]);
 }
 
-// qmatmul for R16 W: the groups of 16 rows, then the plain tail rows (N % 16) by qtile. Rows are
-// read in order, so the hardware prefetcher streams them (software prefetch measured no better).
-// Each group meets all T tokens before the next: blocks of 32 or 128 tokens (x kept in L2, W
-// read again per block) measured slower at 512 tokens.
+// qmatmul for R16 W: the groups of 16 rows, then the plain tail rows (N % 16) by qtile. Decode
+// (T == 1) reads kStreams runs of groups side by side, each prefetched kR16PrefetchBytes ahead
+// (20-60% faster than one run, GPT-2 and TinyLlama Q8_0); with more tokens the groups are read
+// in order (software prefetch measured no better there). Each group meets all T tokens before
+// the next: blocks of 32 or 128 tokens (x kept in L2, W read again per block) measured slower
+// at 512 tokens.
 template <class A, DType D>
 void qmatmul_r16(float* out, int64_t ldo, const QuantizedActs& x, int64_t T, const uint8_t* w, int64_t ldw, int64_t N) {
   constexpr int C = kQToks, S = kStreams;
