@@ -582,7 +582,8 @@ __m512 pair_lanes(float a, float b) {
 #endif
 
 template <class A, DType D, int R, int C>
-void qtile(float* out, int64_t ldo, const QuantizedActs& x, int64_t t0, const uint8_t* w, int64_t ldw) {
+void qtile(float* out, int64_t ldo, int64_t ldy, const QuantizedActs& x, int64_t t0, const uint8_t* w, int64_t ldw,
+           int64_t ahead) {
   constexpr int64_t BB = kBlockBytes<D>;
   const int64_t K = x.K, nb = K / 32;
   const int8_t* xq = x.q + t0 * K;
@@ -601,8 +602,8 @@ void qtile(float* out, int64_t ldo, const QuantizedActs& x, int64_t t0, const ui
     __m512 dw[R];
     for (int r = 0; r < R; ++r) {
       const uint8_t* p = w + r * ldw + b * BB;
-      __builtin_prefetch(p + R * ldw);
-      __builtin_prefetch(p + R * ldw + 64);
+      __builtin_prefetch(p + ahead);
+      __builtin_prefetch(p + ahead + 64);
       const int h0 = p[0] | (p[1] << 8), h1 = two ? p[BB] | (p[BB + 1] << 8) : 0;  // F16 scales
       dw[r] = _mm512_castsi512_ps(pair_lanes<D>(_mm_castps_si128(_mm_cvtph_ps(_mm_cvtsi32_si128(h0 | (h1 << 16))))));
       if constexpr (D == DType::Q8_0) {
@@ -647,7 +648,7 @@ void qtile(float* out, int64_t ldo, const QuantizedActs& x, int64_t t0, const ui
   for (; b + 1 < nb; b += 2) step(b, std::true_type{});
   if (b < nb) step(b, std::false_type{});
   for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) out[c * ldo + r] = _mm512_reduce_add_ps(acc[r][c]);
+    for (int c = 0; c < C; ++c) out[c * ldo + r * ldy] = _mm512_reduce_add_ps(acc[r][c]);
 #elif defined(__AVX2__)
   __m256 acc[R][C];
   for (int r = 0; r < R; ++r)
@@ -658,7 +659,7 @@ void qtile(float* out, int64_t ldo, const QuantizedActs& x, int64_t t0, const ui
     float dw[R];
     for (int r = 0; r < R; ++r) {
       const uint8_t* p = w + r * ldw + b * BB;
-      __builtin_prefetch(p + R * ldw);
+      __builtin_prefetch(p + ahead);
       dw[r] = half_to_float<A>(static_cast<uint16_t>(p[0] | (p[1] << 8)));
       if constexpr (D == DType::Q8_0) {
         wv[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2));
@@ -692,7 +693,7 @@ void qtile(float* out, int64_t ldo, const QuantizedActs& x, int64_t t0, const ui
     for (int c = 0; c < C; ++c) {
       const __m128 v = _mm_add_ps(_mm256_castps256_ps128(acc[r][c]), _mm256_extractf128_ps(acc[r][c], 1));
       const __m128 v2 = _mm_add_ps(v, _mm_movehl_ps(v, v));
-      out[c * ldo + r] = _mm_cvtss_f32(_mm_add_ss(v2, _mm_shuffle_ps(v2, v2, 1)));
+      out[c * ldo + r * ldy] = _mm_cvtss_f32(_mm_add_ss(v2, _mm_shuffle_ps(v2, v2, 1)));
     }
 #elif defined(__aarch64__)
   float32x4_t acc[R][C];
@@ -703,7 +704,7 @@ void qtile(float* out, int64_t ldo, const QuantizedActs& x, int64_t t0, const ui
     float dw[R];
     for (int r = 0; r < R; ++r) {
       const uint8_t* p = w + r * ldw + b * BB;
-      __builtin_prefetch(p + R * ldw);
+      __builtin_prefetch(p + ahead);
       dw[r] = half_to_float<A>(static_cast<uint16_t>(p[0] | (p[1] << 8)));
       if constexpr (D == DType::Q8_0) {
         w0[r] = vld1q_s8(reinterpret_cast<const int8_t*>(p + 2));
@@ -727,7 +728,7 @@ void qtile(float* out, int64_t ldo, const QuantizedActs& x, int64_t t0, const ui
     }
   }
   for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) out[c * ldo + r] = vaddvq_f32(acc[r][c]);
+    for (int c = 0; c < C; ++c) out[c * ldo + r * ldy] = vaddvq_f32(acc[r][c]);
 #else
   (void)xs;
   for (int r = 0; r < R; ++r)
@@ -745,7 +746,7 @@ void qtile(float* out, int64_t ldo, const QuantizedActs& x, int64_t t0, const ui
         }
         acc += half_to_float<A>(static_cast<uint16_t>(p[0] | (p[1] << 8))) * xd[c * nb + b] * static_cast<float>(isum);
       }
-      out[c * ldo + r] = acc;
+      out[c * ldo + r * ldy] = acc;
     }
 #endif
 }
@@ -778,41 +779,41 @@ void pack_w_quant(float* dst, const uint8_t* w, int64_t ldw, int64_t rows, int64
 }
 
 // Tile sizes: R rows of W x C tokens, what the registers hold (16 vector registers for AVX2
-// and SSE2, 32 for AVX-512 and NEON). Decode (T == 1) takes kQDecodeRows rows at a time: more
-// rows in flight hide more memory latency while the tile still fits the registers. Measured
-// on 256 x 2048 warm in L2, one thread (Zen 5), GB/s of W: AVX-512 VNNI 4 -> 8 rows Q8_0
-// 59 -> 63, Q4_0 30 -> 30; AVX2 Q8_0 37 -> 45 but Q4_0 17 -> 16, so Q4_0 keeps 4 there.
+// and SSE2, 32 for AVX-512 and NEON). Decode (T == 1) takes kStreams rows at a time, one from
+// each of kStreams runs (see qmatmul): on AVX2 four streams read 25-37% faster (TinyLlama and
+// GPT-2 Q8_0, whole-model decode, 2 threads) than eight consecutive rows per tile and than
+// eight streams.
 #if defined(__AVX512F__) && defined(__AVX512VNNI__)
 constexpr int kQRows = 4, kQToks = 4;
-template <DType D>
-constexpr int kQDecodeRows = 8;
-#elif defined(__aarch64__)
-constexpr int kQRows = 4, kQToks = 2;
-template <DType D>
-constexpr int kQDecodeRows = 4;  // not measured on hardware
 #else
 constexpr int kQRows = 4, kQToks = 2;
-template <DType D>
-constexpr int kQDecodeRows = D == DType::Q8_0 ? 8 : 4;
 #endif
 
+// How far ahead of its streams the quantized decode kernels prefetch (qmatmul, qmatmul_r16).
+constexpr int64_t kQuantPrefetchBytes = 2048;
+
 // out[t * ldo + n] for n < N, t < T: blocks of kQRows rows of W (kept in L1), each against all
-// T tokens, kQToks at a time. T == 1 is the decode GEMV.
+// T tokens, kQToks at a time; each tile prefetches the same blocks of the next one. T == 1 is the
+// decode GEMV: kStreams streams as in gemv (row i of each of kStreams contiguous runs of rows
+// per tile), each prefetched kQuantPrefetchBytes ahead.
 template <class A, DType D>
 void qmatmul(float* out, int64_t ldo, const QuantizedActs& x, int64_t T, const uint8_t* w, int64_t ldw, int64_t N) {
-  constexpr int R = kQRows, C = kQToks, RD = kQDecodeRows<D>;
+  constexpr int R = kQRows, C = kQToks, S = kStreams;
   int64_t n = 0;
-  if (T == 1)
-    for (; n + RD <= N; n += RD) qtile<A, D, RD, 1>(out + n, ldo, x, 0, w + n * ldw, ldw);
+  if (T == 1) {
+    const int64_t q = N / S;
+    for (; n < q; ++n) qtile<A, D, S, 1>(out + n, ldo, q, x, 0, w + n * ldw, q * ldw, kQuantPrefetchBytes);
+    n = S * q;
+  }
   for (; n + R <= N; n += R) {
     int64_t t = 0;
-    for (; t + C <= T; t += C) qtile<A, D, R, C>(out + t * ldo + n, ldo, x, t, w + n * ldw, ldw);
-    for (; t < T; ++t) qtile<A, D, R, 1>(out + t * ldo + n, ldo, x, t, w + n * ldw, ldw);
+    for (; t + C <= T; t += C) qtile<A, D, R, C>(out + t * ldo + n, ldo, 1, x, t, w + n * ldw, ldw, R * ldw);
+    for (; t < T; ++t) qtile<A, D, R, 1>(out + t * ldo + n, ldo, 1, x, t, w + n * ldw, ldw, R * ldw);
   }
   for (; n < N; ++n) {
     int64_t t = 0;
-    for (; t + C <= T; t += C) qtile<A, D, 1, C>(out + t * ldo + n, ldo, x, t, w + n * ldw, ldw);
-    for (; t < T; ++t) qtile<A, D, 1, 1>(out + t * ldo + n, ldo, x, t, w + n * ldw, ldw);
+    for (; t + C <= T; t += C) qtile<A, D, 1, C>(out + t * ldo + n, ldo, 1, x, t, w + n * ldw, ldw, ldw);
+    for (; t < T; ++t) qtile<A, D, 1, 1>(out + t * ldo + n, ldo, 1, x, t, w + n * ldw, ldw, ldw);
   }
 }
 
@@ -822,9 +823,6 @@ void qmatmul(float* out, int64_t ldo, const QuantizedActs& x, int64_t T, const u
 // 128), Q4_0's 4 pieces split into low and high nibbles. The matching 4 bytes of each token's x,
 // broadcast, meet them in vpdpbusd, so the 16 lanes end as the rows' block sums (started at
 // -128 or -8 times sum(x), what the unsigned offsets added), scaled by the block's 16 scales at once.
-// How far ahead of each of its streams the R16 decode kernel prefetches: 2 KiB read 3-20% faster
-// than none, and than 1 or 4 KiB (whole-model decode, TinyLlama and GPT-2 shapes, 2 threads).
-constexpr int64_t kR16PrefetchBytes = 2048;
 template <DType D>
 constexpr int64_t r16_x_offset(int j) {  // where in the block of x piece j's 4 values start
   return D == DType::Q8_0 ? 4 * j : (j % 2 ? 16 : 0) + 4 * (j / 2);
@@ -854,7 +852,7 @@ void qtile_r16(float* out, int64_t ldo, int64_t ldy, const QuantizedActs& x, int
     for (int g = 0; g < S; ++g) {
       const uint8_t* p = group + g * ldg + b * kGroupBlock;
       if constexpr (S > 1)
-        for (int64_t i = 0; i < kGroupBlock; i += 64) __builtin_prefetch(p + kR16PrefetchBytes + i);
+        for (int64_t i = 0; i < kGroupBlock; i += 64) __builtin_prefetch(p + kQuantPrefetchBytes + i);
       __m512i w[8];
       for (int j = 0; j < 8; ++j) {
         if constexpr (D == DType::Q8_0) {
@@ -883,8 +881,9 @@ void qtile_r16(float* out, int64_t ldo, int64_t ldy, const QuantizedActs& x, int
 }
 
 // qmatmul for R16 W: the groups of 16 rows, then the plain tail rows (N % 16) by qtile. Decode
-// (T == 1) reads kStreams runs of groups side by side, each prefetched kR16PrefetchBytes ahead
-// (20-60% faster than one run, GPT-2 and TinyLlama Q8_0); with more tokens the groups are read
+// (T == 1) reads kStreams runs of groups side by side, each prefetched kQuantPrefetchBytes ahead
+// (20-60% faster than one run, GPT-2 and TinyLlama Q8_0; 2 KiB ahead 3-20% faster than none and
+// than 1 or 4 KiB, whole-model decode, 2 threads); with more tokens the groups are read
 // in order (software prefetch measured no better there). Each group meets all T tokens before
 // the next: blocks of 32 or 128 tokens (x kept in L2, W read again per block) measured slower
 // at 512 tokens.
