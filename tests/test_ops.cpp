@@ -423,6 +423,7 @@ TEST_P(Ops, Attention) {
       {2, 1, 127, 1, 1023, 0, false, false},                                     // long context
       {32, 4, 64, 1, 300, 0, false, true}, {6, 2, 80, 4, 20, 0, false, false},   // groups of 8, 3
       {71, 1, 64, 2, 50, 0, true, false},                                        // MQA, many heads
+      {12, 12, 64, 1, 300, 0, false, true}, {5, 5, 20, 2, 40, 6, true, false},  // MHA decode: GPT-2, odd
   };
   for (DType kv : {DType::F32, DType::F16}) {  // F16: the cache of quantized models (both read it)
     for (const AttnCase& c : cases) {
