@@ -10,11 +10,10 @@
 // cache; medians with min-max. Decode GB/s = decode tok/s x weight bytes one token reads; "% bw"
 // divides it by the read bandwidth of the same threads (the BandwidthProbe of bench_kernels,
 // 512 MiB read as four streams per thread, best of 40 passes, measured in its own child just
-// before each row). Prefill GFLOP/s
-// counts 2 flops per weight per token (weights per token ~ bytes per token / bytes per weight;
-// attention excluded); "% of FMA" divides it by the F32 FMA throughput of the same threads
-// (measure_fma_flops: the widest FMA loop, out of registers, best of 10 passes). On a shared
-// machine run with OMP_WAIT_POLICY=passive.
+// before each row). Prefill GFLOP/s counts 2 flops per weight per token (weights per token ~
+// bytes per token / bytes per weight; attention excluded); "% of FMA" divides it by the F32 FMA
+// throughput of the same threads (measure_fma_flops: the widest FMA loop, out of registers, best
+// of 10 passes). On a shared machine run with OMP_WAIT_POLICY=passive.
 #include <omp.h>
 #include <sys/wait.h>
 #include <unistd.h>

@@ -2,8 +2,8 @@
 // all threads, each summing one contiguous part with the widest sum kernel of this CPU, as four
 // sequential streams (a scalar loop, or one stream per core, would understate what the memory
 // can do). F32 FMA throughput: every thread runs the widest FMA loop (Kernels::fma_loop) out
-// of registers. Shared by bench_kernels and the bench
-// app, which report decode GB/s and prefill GFLOP/s as shares of them.
+// of registers. Shared by bench_kernels and the bench app, which report decode GB/s and prefill
+// GFLOP/s as shares of them.
 #pragma once
 
 #include <cstddef>

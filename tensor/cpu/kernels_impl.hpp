@@ -446,6 +446,7 @@ void gemv_rows(float* y, int64_t ldy, const float* x, const storage_t<D>* w, int
     y[r * ldy] = xsimd::hadd(acc[r][0] + acc[r][1]) + (bias ? bias[r * ldy] : 0.0f);
 }
 
+// Sequential streams each thread's decode kernels read side by side (gemv, qmatmul, qmatmul_r16).
 constexpr int kStreams = 4;
 
 // y = x W^T (+ bias) for N rows of W. One core reads memory fastest as a few long sequential
