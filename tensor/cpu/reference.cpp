@@ -43,10 +43,7 @@ void binary(const char* op, const Tensor& out, const Tensor& a, const Tensor& b,
   }
 }
 
-}  // namespace
-
-void check_f32_rows(const char* op, const char* what, const Tensor& t) {
-  if (t.dtype != DType::F32) fail(op, std::string(what) + " must be F32, got " + t.describe());
+void check_contiguous_rows(const char* op, const char* what, const Tensor& t) {
   if (t.ndim > 1 && t.stride[static_cast<size_t>(t.ndim - 1)] != 1)
     fail(op, std::string(what) + " rows must be contiguous");
 }
@@ -55,8 +52,14 @@ void check_f32_rows(const char* op, const char* what, const Tensor& t) {
 void check_cache_rows(const char* op, const char* what, const Tensor& t) {
   if (t.dtype != DType::F32 && t.dtype != DType::F16)
     fail(op, std::string(what) + " must be F32 or F16, got " + t.describe());
-  if (t.ndim > 1 && t.stride[static_cast<size_t>(t.ndim - 1)] != 1)
-    fail(op, std::string(what) + " rows must be contiguous");
+  check_contiguous_rows(op, what, t);
+}
+
+}  // namespace
+
+void check_f32_rows(const char* op, const char* what, const Tensor& t) {
+  if (t.dtype != DType::F32) fail(op, std::string(what) + " must be F32, got " + t.describe());
+  check_contiguous_rows(op, what, t);
 }
 
 void check_copy(const Tensor& out, const Tensor& x) {
