@@ -122,6 +122,12 @@ int64_t parse_int(std::string_view flag, std::string_view value, int64_t min, in
   return v;
 }
 
+DType parse_weight_dtype(std::string_view value) {
+  const std::optional<DType> d = dtype_from_flag(value);
+  if (!d) throw std::runtime_error("--dtype: unknown dtype \"" + std::string(value) + "\" (f32, f16, bf16, q8_0, q4_0)");
+  return *d;
+}
+
 DType parse_kv_dtype(std::string_view value) {
   const std::optional<DType> d = dtype_from_flag(value);
   if (!d || (*d != DType::F32 && *d != DType::F16))

@@ -44,6 +44,8 @@ uint64_t peak_rss_bytes();
 // Strict number parsing for flags: throws "flag: expected ..." on garbage or out-of-range.
 int64_t parse_int(std::string_view flag, std::string_view value, int64_t min, int64_t max);
 double parse_float(std::string_view flag, std::string_view value, double min, double max);
+// --dtype: a weight dtype (f32, f16, bf16, q8_0, q4_0), else a message naming the choices.
+DType parse_weight_dtype(std::string_view value);
 // --kv-dtype: "f32" or "f16" (the attention cache's dtype), else a message naming the choices.
 DType parse_kv_dtype(std::string_view value);
 

@@ -113,11 +113,8 @@ AskArgs parse_args(int argc, char** argv) {
     else if (f == "--device") a.device = value(i);
     else if (f == "-c" || f == "--ctx") a.ctx = app::parse_int(f, value(i), 1, 1 << 24);
     else if (f == "--mmap") a.load.mode = LoadMode::Mmap;
-    else if (f == "--dtype") {
-      const std::string d = value(i);
-      a.load.weight_dtype = dtype_from_flag(d);
-      if (!a.load.weight_dtype) throw std::runtime_error("--dtype: unknown dtype \"" + d + "\" (f32, f16, bf16, q8_0, q4_0)");
-    } else if (f == "--kv-dtype") a.load.kv_dtype = app::parse_kv_dtype(value(i));
+    else if (f == "--dtype") a.load.weight_dtype = app::parse_weight_dtype(value(i));
+    else if (f == "--kv-dtype") a.load.kv_dtype = app::parse_kv_dtype(value(i));
     else if (f == "--stats") a.stats = true;
     else if (f == "--prompt-ids") a.prompt_ids = value(i);
     else if (f == "--print-ids") a.print_ids = true;

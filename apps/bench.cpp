@@ -103,8 +103,7 @@ Args parse_args(int argc, char** argv) {
     else throw std::runtime_error("unknown option " + f + " (see --help)");
   }
   if (a.models.empty() && a.shapes.empty()) throw std::runtime_error("give -m DIR or --shape NAME (see --help)");
-  for (const std::string& d : a.dtypes)
-    if (!dtype_from_flag(d)) throw std::runtime_error("--dtype: unknown dtype \"" + d + "\" (f32, f16, bf16, q8_0, q4_0)");
+  for (const std::string& d : a.dtypes) app::parse_weight_dtype(d);  // each one known, or the message
   if (a.threads.empty()) a.threads.push_back(omp_get_max_threads());
   return a;
 }

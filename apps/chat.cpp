@@ -84,11 +84,8 @@ ChatArgs parse_args(int argc, char** argv) {
     else if (f == "--seed") a.sampling.seed = static_cast<uint64_t>(app::parse_int(f, value(i), 0, INT64_MAX));
     else if (f == "-t" || f == "--threads") a.threads = static_cast<int>(app::parse_int(f, value(i), 1, 1024));
     else if (f == "--mmap") a.load.mode = LoadMode::Mmap;
-    else if (f == "--dtype") {
-      const std::string d = value(i);
-      a.load.weight_dtype = dtype_from_flag(d);
-      if (!a.load.weight_dtype) throw std::runtime_error("--dtype: unknown dtype \"" + d + "\" (f32, f16, bf16, q8_0, q4_0)");
-    } else if (f == "--kv-dtype") a.load.kv_dtype = app::parse_kv_dtype(value(i));
+    else if (f == "--dtype") a.load.weight_dtype = app::parse_weight_dtype(value(i));
+    else if (f == "--kv-dtype") a.load.kv_dtype = app::parse_kv_dtype(value(i));
     else if (f == "--stats") a.stats = true;
     else if (f == "--print-ids") a.print_ids = true;
     else throw std::runtime_error("unknown option " + f + " (see --help)");
