@@ -424,6 +424,12 @@ TEST_P(Ops, Attention) {
       {32, 4, 64, 1, 300, 0, false, true}, {6, 2, 80, 4, 20, 0, false, false},   // groups of 8, 3
       {71, 1, 64, 2, 50, 0, true, false},                                        // MQA, many heads
       {12, 12, 64, 1, 300, 0, false, true}, {5, 5, 20, 2, 40, 6, true, false},  // MHA decode: GPT-2, odd
+      // 16 queries and more: the tiled road (blocks of 256 keys, panels of mr queries)
+      {12, 12, 64, 40, 0, 0, false, false},  {8, 2, 33, 300, 17, 0, false, false},  // MHA, GQA: 2 blocks
+      {6, 1, 64, 20, 290, 0, true, false},   {4, 2, 7, 50, 10, 5, false, false},    // MQA ALiBi, window
+      {2, 2, 31, 100, 200, 70, true, false}, {71, 1, 64, 17, 0, 0, false, false},   // window across blocks
+      {32, 4, 64, 77, 3, 0, false, false},   {3, 3, 130, 16, 0, 0, false, false},   // groups of 8, wide d
+      {4, 4, 16, 20, 0, 0, false, true},                                           // probs: the row road
   };
   for (DType kv : {DType::F32, DType::F16}) {  // F16: the cache of quantized models (both read it)
     for (const AttnCase& c : cases) {
@@ -548,6 +554,7 @@ TEST_P(Ops, WarmOpsDoNotAllocate) {
                oT = zeros(DType::F32, 20, 300), nw = random(1, 768);
   const Tensor xP = random(100, 768), oP = zeros(DType::F32, 100, 300);  // prefill: the GEMM road
   const Tensor q = random(3, 4 * 16), kv = random(40, 2 * 16), att = zeros(DType::F32, 3, 4 * 16);
+  const Tensor qP = random(30, 4 * 16), attP = zeros(DType::F32, 30, 4 * 16);  // the tiled road
   const Tensor cx = random(5, 600), cw = random(600, 4), cs = random(600, 4), co = zeros(DType::F32, 5, 600);
   const bool quantized = fast_->supports(Op::Matmul, DType::Q8_0);
   const Tensor w8 = quantized ? convert(w, DType::Q8_0) : w, w4 = quantized ? convert(w, DType::Q4_0) : w;
@@ -556,12 +563,15 @@ TEST_P(Ops, WarmOpsDoNotAllocate) {
   a.n_kv_heads = 2;
   a.head_dim = 16;
   a.pos0 = 30;
+  AttentionArgs aP = a;
+  aP.pos0 = 0;
   auto run = [&] {
     fast_->matmul(o1, x1, w, Tensor{});
     fast_->matmul(oT, xT, w, Tensor{});
     fast_->rmsnorm(xT, xT, nw.reshape({768}), 1e-5f);
     fast_->softmax(xT, xT);
     fast_->attention(att, q, kv, kv, a);
+    fast_->attention(attP, qP, kv, kv, aP);
     fast_->conv1d_causal(co, cx, cw, Tensor{}, cs);
     if (quantized) {
       fast_->matmul(o1, x1, w8, Tensor{});

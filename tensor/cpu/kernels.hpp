@@ -125,6 +125,13 @@ struct Kernels {
   // lanes of all chains. Returns the flops done (2 per lane per FMA).
   double (*fma_loop)(int64_t iters, float* sink);
 
+  // One block of one row of scores in FlashAttention's online softmax. s[0:n] are scores, -inf
+  // for masked keys, at least one finite; m and l are the row's running maximum (-inf before its
+  // first block) and running sum of exponentials. Sets m' = max(m, max s), s[j] = exp(s[j] - m'),
+  // l = l * exp(m - m') + sum s, m = m'; returns exp(m - m'), the factor by which the row's
+  // output accumulated so far must be scaled.
+  float (*online_softmax)(float* s, int64_t n, float* m, float* l);
+  // Attention for one query row (decode; prefill without tiles). See attention.cpp.
   void (*attend)(const AttendGroup& group);
   void (*ssm_step)(const SsmStep& step);
 };

@@ -10,6 +10,8 @@
 // math as the body.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -334,11 +336,10 @@ void rmsnorm(float* out, const float* x, const float* w, float eps, int64_t n) {
   map2<A>(out, x, w, n, [inv](V<A> v, V<A> wv) { return v * V<A>(inv) * wv; });
 }
 
-// out[i] = exp(x[i] - max x) for i < n (out may equal x); returns their sum. Softmax, before
-// the division (attention divides its weighted sum instead).
+// out[i] = exp(x[i] - shift) for i < n (out may equal x); returns their sum.
 template <class A>
-float exp_shifted(float* out, const float* x, int64_t n) {
-  const V<A> m(max<A>(x, n));
+float exp_minus(float* out, const float* x, float shift, int64_t n) {
+  const V<A> m(shift);
   V<A> vs(0.0f);
   int64_t i = 0;
   for (; i + kLanes<A> <= n; i += kLanes<A>) {
@@ -352,6 +353,23 @@ float exp_shifted(float* out, const float* x, int64_t n) {
     for (; i < n; ++i) s += out[i];
   }
   return s;
+}
+
+// out[i] = exp(x[i] - max x) for i < n (out may equal x); returns their sum. Softmax, before
+// the division (attention divides its weighted sum instead).
+template <class A>
+float exp_shifted(float* out, const float* x, int64_t n) {
+  return exp_minus<A>(out, x, max<A>(x, n), n);
+}
+
+// One block of a row of scores in FlashAttention's online softmax (Kernels::online_softmax).
+template <class A>
+float online_softmax(float* s, int64_t n, float* m, float* l) {
+  const float m_new = std::max(*m, max<A>(s, n));
+  const float factor = std::exp(*m - m_new);  // 0 while *m is -inf (no key seen yet)
+  *l = *l * factor + exp_minus<A>(s, s, m_new, n);
+  *m = m_new;
+  return factor;
 }
 
 template <class A>
@@ -1157,6 +1175,7 @@ const Kernels& kernel_table() {
       .qmatmul_q4_0 = qmatmul<A, DType::Q4_0>,
       .qmatmul_r16 = nullptr,  // AVX-512 VNNI only (kernels_avx512vnni.cpp)
       .fma_loop = fma_loop<A>,
+      .online_softmax = online_softmax<A>,
       .attend = attend<A>,
       .ssm_step = ssm_step<A>,
   };
