@@ -18,6 +18,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <new>
@@ -26,10 +27,12 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tensor/cpu/cpu_backend.hpp"
 #include "tensor/cpu/kernels.hpp"
+#include "tensor/cpu/ops.hpp"
 #include "tensor/cpu/reference.hpp"
 #include "tensor/quant.hpp"
 #ifdef PURELLM_TEST_DEVICE
@@ -934,5 +937,35 @@ TEST(Dispatch, NeonIsCompiledAndChosenOnArm64) {
 #else
   GTEST_SKIP() << "not an ARM64 build";
 #endif
+}
+
+// The WorkQueue hands out every index exactly once, in ranges aligned as asked, whatever the
+// team size, and gives a thread that takes longer fewer indices.
+TEST(WorkQueue, CoversEveryIndexOnceAndFeedsTheFasterThread) {
+  for (int64_t n : {0, 1, 15, 16, 17, 768, 1000, 50257})
+    for (int64_t align : {1, 16, 32})
+      for (int threads : {1, 2, 3}) {
+        std::vector<std::atomic<int>> seen(static_cast<size_t>(n));
+        cpu::WorkQueue queue(n, align);
+        std::atomic<bool> misaligned{false};
+#pragma omp parallel num_threads(threads)
+        queue.for_each([&](cpu::Range r) {
+          if (r.begin % align != 0 || r.begin >= r.end) misaligned = true;
+          for (int64_t i = r.begin; i < r.end; ++i) seen[static_cast<size_t>(i)]++;
+        });
+        const std::string where = "n " + std::to_string(n) + " align " + std::to_string(align);
+        EXPECT_FALSE(misaligned) << where;
+        for (int64_t i = 0; i < n; ++i) ASSERT_EQ(seen[static_cast<size_t>(i)].load(), 1) << where << " index " << i;
+      }
+  const int64_t n = 3200;
+  cpu::WorkQueue queue(n, 16);
+  int64_t done[2] = {0, 0};
+#pragma omp parallel num_threads(2)
+  queue.for_each([&](cpu::Range r) {
+    if (omp_get_thread_num() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the slow core
+    done[omp_get_thread_num()] += r.end - r.begin;
+  });
+  if (omp_get_max_threads() >= 2) EXPECT_GT(done[1], done[0]) << "thread 1 took " << done[1] << " of " << n;
+  EXPECT_EQ(done[0] + done[1], n);
 }
 #endif

@@ -1,12 +1,14 @@
 // out = x W^T + bias on the CPU: a threaded GEMV for decode (T == 1) and a BLIS-style blocked
 // GEMM for prefill (T > 1).
 //
-// GEMV is bound by reading W once: each thread streams one contiguous block of W's rows.
+// GEMV is bound by reading W once: each thread streams contiguous blocks of W's rows (a
+// WorkQueue: a static block each, then the last quarter in chunks to whichever is free).
 //
 // GEMM follows the GotoBLAS/BLIS structure, arranged so that each thread works out of its own
 // L1 and L2 (on a shared host the L3 belongs to everyone):
 //   the threads pack all of x once, in panels of mr rows interleaved over K   (shared)
-//   each thread owns a contiguous range of output columns (rows of W); per block of it:
+//   each thread takes contiguous ranges of output columns (rows of W) from a WorkQueue; per
+//   block of kNc of them:
 //     pack a kNc x kKc block of W, converted to F32, nr rows interleaved        -> L2
 //       for each x panel (mr rows x kKc, stays in L1), for each nr sliver of the W block:
 //         gemm_tile: an mr x nr block of out in registers, kKc multiply-adds deep.
@@ -14,7 +16,7 @@
 //
 // Quantized weights (Q8_0, Q4_0) with few tokens (decode) take another road: the threads
 // quantize the rows of x to Q8 blocks once (shared scratch), then each thread runs the
-// integer-dot kernel over its own contiguous range of rows of W, every row block against all
+// integer-dot kernel over contiguous ranges of rows of W (a WorkQueue), every row block against all
 // tokens (quantized W is 4-7x smaller than F32, so a block of its rows stays in L1).
 // With kQuantGemmTokens tokens or more (prefill) plain Q8_0 / Q4_0 go through the F32 GEMM above
 // instead, which is faster there than their integer kernels: W is dequantized while packing, and
@@ -49,21 +51,18 @@ void gemv(const Kernels& k, const Tensor& out, const Tensor& x, const Tensor& w,
   const float* xv = x.row<float>(0);
   const float* b = bias.empty() ? nullptr : bias.ptr<float>();
   const int nt = static_cast<int>(std::min<int64_t>(threads_for(N * K), N));
+  WorkQueue rows(N, 16);  // 16 rows = one 64-byte line of out per boundary
 #pragma omp parallel num_threads(nt)
-  {
-    // 16 rows = one 64-byte line of out per block boundary.
-    const Range r = split(N, omp_get_num_threads(), omp_get_thread_num(), 16);
+  rows.for_each([&](Range r) {
     const int64_t n = r.end - r.begin;
     float* y = out.row<float>(0) + r.begin;
     const float* br = b ? b + r.begin : nullptr;
-    if (n > 0) {
-      switch (w.dtype) {
-        case DType::F16: k.gemv_f16(y, xv, w.row<uint16_t>(r.begin), ldw, K, n, br); break;
-        case DType::BF16: k.gemv_bf16(y, xv, w.row<uint16_t>(r.begin), ldw, K, n, br); break;
-        default: k.gemv_f32(y, xv, w.row<float>(r.begin), ldw, K, n, br); break;
-      }
+    switch (w.dtype) {
+      case DType::F16: k.gemv_f16(y, xv, w.row<uint16_t>(r.begin), ldw, K, n, br); break;
+      case DType::BF16: k.gemv_bf16(y, xv, w.row<uint16_t>(r.begin), ldw, K, n, br); break;
+      default: k.gemv_f32(y, xv, w.row<float>(r.begin), ldw, K, n, br); break;
     }
-  }
+  });
 }
 
 // Rows [n0, n0 + rows) of R16 W, columns [k0, k0 + kc), gathered back into plain rows at dst
@@ -165,19 +164,19 @@ void gemm(const Kernels& k, Scratch& s, const Tensor& out, const Tensor& x, cons
   const bool round_x = is_quantized(w.dtype);
   float* xp = s.shared(static_cast<size_t>(panels * k.mr * K));
   s.reserve(nt, static_cast<size_t>(kNc * kKc) + (round_x ? rounding_floats(k, K) : 0));
+  WorkQueue columns(N, k.nr);
 #pragma omp parallel num_threads(nt)
   {
     const int t = omp_get_thread_num();
 #pragma omp for schedule(static)
     for (int64_t p = 0; p < panels; ++p) pack_x_panel(k, xp, x, p, round_x ? s.thread(t) + kNc * kKc : nullptr);
-    const Range r = split(N, omp_get_num_threads(), t, k.nr);
-    if (r.end > r.begin) {
+    columns.for_each([&](Range r) {
       gemm_columns(k, out, xp, T, K, w, r.begin, r.end, s.thread(t));
       if (!bias.empty())
         for (int64_t i = 0; i < T; ++i)
           k.add(out.row<float>(i) + r.begin, out.row<float>(i) + r.begin, bias.ptr<float>() + r.begin,
                 r.end - r.begin);
-    }
+    });
   }
 }
 
@@ -192,18 +191,18 @@ void qmatmul(const Kernels& k, Scratch& s, const Tensor& out, const Tensor& x, c
   const auto* wp = static_cast<const uint8_t*>(w.data);
   // Work in bytes of W read times tokens: a decode GEMV of a small matrix stays on one thread.
   const int nt = static_cast<int>(std::min<int64_t>(threads_for(T * N * K), N));
+  WorkQueue rows(N, 16);  // R16 layouts: whole groups of 16 rows
 #pragma omp parallel num_threads(nt)
   {
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < T; ++t) quantize_acts_row(x.row<float>(t), xq, t);
-    const Range r = split(N, omp_get_num_threads(), omp_get_thread_num(), 16);
-    if (r.end > r.begin) {
+    rows.for_each([&](Range r) {
       kernel(out.row<float>(0) + r.begin, out.row_stride(), xq, T, wp + r.begin * ldw, ldw, r.end - r.begin);
       if (!bias.empty())
         for (int64_t i = 0; i < T; ++i)
           k.add(out.row<float>(i) + r.begin, out.row<float>(i) + r.begin, bias.ptr<float>() + r.begin,
                 r.end - r.begin);
-    }
+    });
   }
 }
 

@@ -9,6 +9,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -50,6 +51,35 @@ inline Range split(int64_t n, int parts, int index, int64_t align = 1) {
   const int64_t b0 = blocks * index / parts, b1 = blocks * (index + 1) / parts;
   return {std::min(n, b0 * align), std::min(n, b1 * align)};
 }
+
+// [0, n) shared out among the threads of one parallel region, for loops bound by memory: on a
+// shared host one core often reads 30% slower than the other for a whole run, and a static
+// split leaves the faster one waiting (GPT-2 F32 decode: 2.3 of 9.6 ms per token). Each thread
+// first takes its static part of the first three quarters (long sequential runs, boundaries
+// multiples of `align`), then the last quarter goes in chunks of about n / 32 to whichever
+// thread asks first. Make one before the region; every thread of it calls for_each once.
+class WorkQueue {
+ public:
+  WorkQueue(int64_t n, int64_t align)
+      : n_(n), align_(align), static_end_(std::min(n, n * 3 / 4 / align * align)),
+        chunk_(std::max(align, (n / 32 + align - 1) / align * align)), next_(static_end_) {}
+
+  // f(Range) for this thread's static part, then for chunks until none are left.
+  template <class F>
+  void for_each(F f) {
+    const Range r = split(static_end_, omp_get_num_threads(), omp_get_thread_num(), align_);
+    if (r.end > r.begin) f(r);
+    for (;;) {
+      const int64_t b = next_.fetch_add(chunk_, std::memory_order_relaxed);
+      if (b >= n_) return;
+      f(Range{b, std::min(n_, b + chunk_)});
+    }
+  }
+
+ private:
+  int64_t n_, align_, static_end_, chunk_;
+  std::atomic<int64_t> next_;
+};
 
 // f(i) for i in [0, n), statically split over threads_for(work) threads; f may call
 // omp_get_thread_num() to pick its scratch.
