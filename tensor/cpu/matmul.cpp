@@ -164,7 +164,7 @@ void gemm(const Kernels& k, Scratch& s, const Tensor& out, const Tensor& x, cons
   const bool round_x = is_quantized(w.dtype);
   float* xp = s.shared(static_cast<size_t>(panels * k.mr * K));
   s.reserve(nt, static_cast<size_t>(kNc * kKc) + (round_x ? rounding_floats(k, K) : 0));
-  WorkQueue columns(N, k.nr);
+  WorkQueue columns(N, kNc / 2);  // 128 columns at least: each range reads all of the packed x
 #pragma omp parallel num_threads(nt)
   {
     const int t = omp_get_thread_num();
