@@ -52,17 +52,17 @@ inline Range split(int64_t n, int parts, int index, int64_t align = 1) {
   return {std::min(n, b0 * align), std::min(n, b1 * align)};
 }
 
-// [0, n) shared out among the threads of one parallel region, for loops bound by memory: on a
-// shared host one core often reads 30% slower than the other for a whole run, and a static
-// split leaves the faster one waiting (GPT-2 F32 decode: 2.3 of 9.6 ms per token). Each thread
+// [0, n) shared out among the threads of one parallel region so that a slower thread takes
+// less: on a shared host one core often reads 30% slower than the other for a whole run, and a
+// static split leaves the faster one waiting (GPT-2 F32 decode: 2.3 of 9.6 ms per token). Each thread
 // first takes its static part of the first three quarters (long sequential runs, boundaries
-// multiples of `align`), then the last quarter goes in chunks of about n / 32 to whichever
-// thread asks first. Make one before the region; every thread of it calls for_each once.
+// multiples of `align`), then the last quarter goes in chunks of n / 32 to whichever thread
+// asks first. Make one before the region; every thread of it calls for_each once.
 class WorkQueue {
  public:
   WorkQueue(int64_t n, int64_t align)
       : n_(n), align_(align), static_end_(std::min(n, n * 3 / 4 / align * align)),
-        chunk_(std::max(align, (n / 32 + align - 1) / align * align)), next_(static_end_) {}
+        chunk_(std::max<int64_t>(1, (n / 32 + align - 1) / align) * align), next_(static_end_) {}
 
   // f(Range) for this thread's static part, then for chunks until none are left.
   template <class F>
