@@ -943,7 +943,7 @@ void prefetch_row(const T* p, int64_t n) {
 // that xsimd 8.1's AVX-512 haddp returns lanes 2-5 and 10-13 in the wrong order: fold each row
 // to 8 lanes and use the AVX2 one twice).
 template <class A>
-V<A> lane_sums(const V<A>* rows) {
+[[gnu::always_inline]] inline V<A> lane_sums(const V<A>* rows) {
 #if defined(__AVX512F__)
   if constexpr (kLanes<A> == 16) {
     xsimd::batch<float, xsimd::avx2> half[16];
@@ -972,9 +972,11 @@ constexpr int64_t score_keys() {
   return b;
 }
 
-// part[g][b] = a vector whose lanes sum to q_g . k_b, for H heads and B keys (ks[b]).
+// part[g][b] = a vector whose lanes sum to q_g . k_b, for H heads and B keys (ks[b]). Inlined
+// into attend_scores, as lane_sums is (GCC called both): MHA decode attention over 544 keys
+// with the cache in L2 went 40 -> 60 GB/s (F16) and 65 -> 85 GB/s (F32), 2 threads.
 template <class A, DType D, int H, int64_t B>
-void dot_lanes(V<A> (*part)[kLanes<A>], const float* q, const storage_t<D>* const* ks, int64_t d) {
+[[gnu::always_inline]] inline void dot_lanes(V<A> (*part)[kLanes<A>], const float* q, const storage_t<D>* const* ks, int64_t d) {
   V<A> acc[B][H];
   for (auto& a : acc)
     for (V<A>& x : a) x = V<A>(0.0f);
