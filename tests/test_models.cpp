@@ -142,6 +142,25 @@ TEST_P(Fixture, CachedDecodeMatchesGreedyStepLogitsAndIds) {
   EXPECT_EQ(all, expected);
 }
 
+// The whole greedy path as one prompt (prompt + 15 generated tokens: past 16 queries, so the
+// CPU's tiled attention road) gives, at each position, the logits transformers computed step by
+// step for the next token.
+TEST_P(Fixture, PrefillOfTheGreedyPathMatchesStepLogits) {
+  const std::vector<int32_t> path = ids("greedy_ids");
+  const std::vector<float> step_logits = floats("greedy_step_logits");
+  const int64_t V = model_->info().vocab_size, P = static_cast<int64_t>(prompt_.size());
+  const std::vector<int32_t> tokens(path.begin(), path.end() - 1);  // the last id is never fed
+  Cache cache = model_->make_cache(static_cast<int64_t>(tokens.size()));
+  const Tensor logits = model_->forward(tokens, cache, Logits::All);
+  ASSERT_EQ(logits.rows(), static_cast<int64_t>(tokens.size()));
+  for (int64_t step = 0; P - 1 + step < logits.rows(); ++step) {
+    const std::span<const float> want(step_logits.data() + step * V, static_cast<size_t>(V));
+    test::expect_close(std::span<const float>(logits.row<float>(P - 1 + step), static_cast<size_t>(V)), want, kAtol,
+                       "logits at position " + std::to_string(P - 1 + step) + " vs greedy_step_logits[" +
+                           std::to_string(step) + "]");
+  }
+}
+
 // Both load modes give identical logits.
 TEST_P(Fixture, MmapAndCopyLoadsAgree) {
   LoadOptions mapped;
