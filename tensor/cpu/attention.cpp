@@ -37,6 +37,14 @@ int heads_per_call(int group, int64_t kv_rows, int threads) {
   return h;
 }
 
+// The first key the query at position pos sees (a sliding window hides the older ones).
+int64_t first_key(const AttentionArgs& a, int64_t pos) {
+  return a.window > 0 ? std::max<int64_t>(0, pos - a.window + 1) : 0;
+}
+
+// Multiply-adds of one call, which decide how many threads it takes.
+int64_t attention_work(const AttentionArgs& a, int64_t T) { return int64_t{a.n_heads} * T * (a.pos0 + T) * a.head_dim; }
+
 // Key or value row j of a cache, from column col on.
 const char* cache_at(const Tensor& cache, int64_t j, int64_t col) {
   return cache.row<char>(j) + dtype_bytes(cache.dtype, col);
@@ -46,7 +54,7 @@ void attention_rows(const Kernels& k, Scratch& s, const Tensor& out, const Tenso
                     const Tensor& v_cache, const AttentionArgs& a) {
   const int64_t T = q.rows(), d = a.head_dim, n_keys = a.pos0 + T;
   const int group = a.n_heads / a.n_kv_heads;
-  const int64_t work = int64_t{a.n_heads} * T * n_keys * d;
+  const int64_t work = attention_work(a, T);
   const int per_call = heads_per_call(group, int64_t{a.n_kv_heads} * T, threads_for(work));
   const int calls_per_group = (group + per_call - 1) / per_call;
   const int64_t calls = int64_t{a.n_kv_heads} * calls_per_group * T;  // call i: block i / T, query i % T
@@ -67,7 +75,7 @@ void attention_rows(const Kernels& k, Scratch& s, const Tensor& out, const Tenso
     r.k_stride = k_cache.row_stride();
     r.v_stride = v_cache.row_stride();
     r.d = d;
-    r.first = a.window > 0 ? std::max<int64_t>(0, pos - a.window + 1) : 0;
+    r.first = first_key(a, pos);
     r.last = pos;
     r.scale = a.scale;
     r.slopes = a.alibi_slopes.empty() ? nullptr : a.alibi_slopes.ptr<float>() + h0;
@@ -97,15 +105,14 @@ class TiledAttention {
                  const Tensor& v_cache, const AttentionArgs& a)
       : k_(k), out_(out), q_(q), kc_(k_cache), vc_(v_cache), a_(a), T_(q.rows()), d_(a.head_dim),
         dp_((d_ + k.nr - 1) / k.nr * k.nr), mr_(k.mr), nr_(k.nr), group_(a.n_heads / a.n_kv_heads),
-        panels_(std::max<int64_t>(1, kItemRows / (group_ * mr_))), chunk_(panels_ * mr_),
-        chunks_((T_ + chunk_ - 1) / chunk_) {}
+        panels_(std::max<int64_t>(1, kItemRows / (group_ * mr_))), item_panels_(group_ * panels_),
+        rows_(item_panels_ * mr_), chunk_(panels_ * mr_), chunks_((T_ + chunk_ - 1) / chunk_) {}
 
   int64_t items() const { return a_.n_kv_heads * chunks_; }
 
   size_t scratch_floats() const {
-    const int64_t rows = group_ * panels_ * mr_;
     return static_cast<size_t>(kKeyBlock * d_ + kKeyBlock * dp_ + mr_ * kKeyBlock + lines(kKeyBlock * mr_) +
-                               lines(rows * d_) + rows * dp_ + 2 * lines(rows));
+                               lines(rows_ * d_) + rows_ * dp_ + 2 * lines(rows_));
   }
 
   // Item i: KV head i / chunks_, and the chunks from the last (the most keys) to the first, so
@@ -118,45 +125,41 @@ class TiledAttention {
     for (int64_t j0 = first_key(t0); j0 < a_.pos0 + t1; j0 += kKeyBlock) {
       const int64_t n = std::min(kKeyBlock, a_.pos0 + t1 - j0);
       pack_block(w, kv_head, j0, n);
-      for (int64_t p = 0; p < group_ * panels_; ++p) panel_block(w, kv_head, p, t0, t1, j0, n);
+      for (int64_t p = 0; p < item_panels_; ++p) panel_block(w, kv_head, p, t0, t1, j0, n);
     }
     finish(w, kv_head, t0, t1);
   }
 
  private:
   TileWork carve(float* p) const {
-    const int64_t rows = group_ * panels_ * mr_;
     TileWork w{};
     w.keys = p, p += kKeyBlock * d_;
     w.values = p, p += kKeyBlock * dp_;
     w.scores = p, p += mr_ * kKeyBlock;
     w.probs = p, p += lines(kKeyBlock * mr_);
-    w.q = p, p += lines(rows * d_);
-    w.o = p, p += rows * dp_;
-    w.m = p, p += lines(rows);
+    w.q = p, p += lines(rows_ * d_);
+    w.o = p, p += rows_ * dp_;
+    w.m = p, p += lines(rows_);
     w.l = p;
     return w;
   }
 
-  int64_t first_key(int64_t t) const {
-    return a_.window > 0 ? std::max<int64_t>(0, a_.pos0 + t - a_.window + 1) : 0;
-  }
+  int64_t first_key(int64_t t) const { return fast::first_key(a_, a_.pos0 + t); }  // of query t
   int head(int kv_head, int64_t p) const { return kv_head * group_ + static_cast<int>(p / panels_); }
   int64_t panel_query(int64_t t0, int64_t p) const { return t0 + p % panels_ * mr_; }
 
   // Packs the item's queries, times the scale; zero outputs and sums, maxima at -inf.
   void start(const TileWork& w, int kv_head, int64_t t0, int64_t t1) const {
-    const int64_t rows = group_ * panels_ * mr_;
-    for (int64_t p = 0; p < group_ * panels_; ++p) {
+    for (int64_t p = 0; p < item_panels_; ++p) {
       const int64_t tp = panel_query(t0, p);
       if (tp >= t1) continue;
       float* qp = w.q + p * d_ * mr_;
       k_.pack_x(qp, q_.row<float>(tp) + head(kv_head, p) * d_, q_.row_stride(), std::min(mr_, t1 - tp), d_);
       k_.scale(qp, qp, a_.scale, d_ * mr_);
     }
-    std::fill(w.o, w.o + rows * dp_, 0.0f);
-    std::fill(w.m, w.m + rows, -std::numeric_limits<float>::infinity());
-    std::fill(w.l, w.l + rows, 0.0f);
+    std::fill(w.o, w.o + rows_ * dp_, 0.0f);
+    std::fill(w.m, w.m + rows_, -std::numeric_limits<float>::infinity());
+    std::fill(w.l, w.l + rows_, 0.0f);
   }
 
   // Keys [j0, j0 + n): keys as the GEMM packs rows of W (nr keys interleaved over d), values as
@@ -216,7 +219,7 @@ class TiledAttention {
 
   // out = o / l for the item's queries.
   void finish(const TileWork& w, int kv_head, int64_t t0, int64_t t1) const {
-    for (int64_t p = 0; p < group_ * panels_; ++p) {
+    for (int64_t p = 0; p < item_panels_; ++p) {
       const int64_t tp = panel_query(t0, p);
       for (int64_t i = 0; i < mr_ && tp + i < t1; ++i) {
         const int64_t row = p * mr_ + i;
@@ -230,15 +233,17 @@ class TiledAttention {
   const AttentionArgs& a_;
   int64_t T_, d_, dp_, mr_, nr_;
   int group_;
-  int64_t panels_, chunk_, chunks_;
+  int64_t panels_;        // panels of mr queries per query head in an item
+  int64_t item_panels_;   // panels per item, over all its query heads
+  int64_t rows_;          // output rows per item (item_panels_ x mr)
+  int64_t chunk_, chunks_;
 };
 
 void attention_tiled(const Kernels& k, Scratch& s, const Tensor& out, const Tensor& q, const Tensor& k_cache,
                      const Tensor& v_cache, const AttentionArgs& a) {
   const TiledAttention tiled(k, out, q, k_cache, v_cache, a);
   const int64_t items = tiled.items(), T = q.rows();
-  const int64_t work = int64_t{a.n_heads} * T * (a.pos0 + T) * a.head_dim;
-  const int nt = static_cast<int>(std::min<int64_t>(threads_for(work), items));
+  const int nt = static_cast<int>(std::min<int64_t>(threads_for(attention_work(a, T)), items));
   s.reserve(nt, tiled.scratch_floats());
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
   for (int64_t i = 0; i < items; ++i) tiled.run(i, s.thread(omp_get_thread_num()));
