@@ -30,6 +30,7 @@ tables=(
   echo "Made by \`benchmarks/results.sh $reps\` on $(date -u +%Y-%m-%d) at commit $(git rev-parse --short HEAD)."
   echo "Machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores,"
   echo "$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) of memory; CPU flags: $(grep -m1 -o -w -E 'avx512f|avx512_vnni|avx512_bf16|avx2|fma|f16c' /proc/cpuinfo | sort -u | tr '\n' ' ')."
+  echo "OpenMP runtime: $(ldd "$bench" | awk '/lib(g?omp|iomp5)/ {print $1; exit}')."
   echo
   echo "Columns: prefill and decode tok/s are medians of $reps repetitions (min-max); decode GB/s is"
   echo "decode tok/s x the weight bytes one token reads (not the KV cache attention reads: at 512"

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 preset="${1:-release}"
 
 packages=(cmake g++ make pkg-config libxsimd-dev xtensor-dev nlohmann-json3-dev libgtest-dev
-          libbenchmark-dev libpcre2-dev libutf8proc-dev python3)
+          libbenchmark-dev libpcre2-dev libutf8proc-dev libomp-dev python3)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
