@@ -974,4 +974,45 @@ TEST(WorkQueue, CoversEveryIndexOnceAndFeedsTheFasterThread) {
   }
   EXPECT_EQ(done[0] + done[1], n);
 }
+
+// SpeedSplit's plan cuts [0, n) into contiguous parts with aligned inner boundaries, whatever
+// it has measured; after regions where thread 0 took twice as long per index, thread 0 gets
+// about a third; a thread with no work or no time measured changes nothing.
+TEST(SpeedSplit, PartsCoverEverythingAndFollowTheMeasuredSpeeds) {
+  const auto check_plan = [](const cpu::SpeedSplit& speeds, const std::string& when) {
+    for (int64_t n : {0, 1, 15, 16, 17, 768, 1000, 50257})
+      for (int64_t align : {1, 16, 32})
+        for (int parts : {1, 2, 3, 7}) {
+          int64_t bounds[8];
+          speeds.plan(n, parts, align, bounds);
+          const std::string where = when + ": n " + std::to_string(n) + " align " + std::to_string(align) +
+                                    " parts " + std::to_string(parts);
+          EXPECT_EQ(bounds[0], 0) << where;
+          EXPECT_EQ(bounds[parts], n) << where;
+          for (int t = 0; t < parts; ++t) {
+            EXPECT_LE(bounds[t], bounds[t + 1]) << where;
+            if (t > 0 && bounds[t] < n) EXPECT_EQ(bounds[t] % align, 0) << where;
+          }
+        }
+  };
+  cpu::SpeedSplit speeds;
+  check_plan(speeds, "unmeasured");
+  int64_t bounds[3];
+  speeds.plan(3200, 2, 16, bounds);
+  EXPECT_EQ(bounds[1], 1600);  // nothing measured yet: equal parts
+  for (int region = 0; region < 40; ++region) {
+    speeds.plan(3200, 2, 16, bounds);
+    const double seconds[2] = {2e-6 * static_cast<double>(bounds[1]), 1e-6 * static_cast<double>(bounds[2] - bounds[1])};
+    speeds.measured(2, bounds, seconds);
+  }
+  speeds.plan(3200, 2, 16, bounds);
+  EXPECT_NEAR(static_cast<double>(bounds[1]), 3200.0 / 3.0, 48.0);
+  check_plan(speeds, "measured");
+  const int64_t idle[3] = {0, 0, 3200};  // thread 0 had nothing to do
+  const double seconds[2] = {0.0, 1e-3};
+  speeds.measured(2, idle, seconds);
+  int64_t after[3];
+  speeds.plan(3200, 2, 16, after);
+  EXPECT_EQ(after[1], bounds[1]);
+}
 #endif

@@ -21,7 +21,7 @@ float BandwidthProbe::sum(int threads) const {
   const float* p = buf_.as<const float>();
   const auto n = static_cast<int64_t>(buf_.size() / sizeof(float));
   float s = 0;
-  WorkQueue parts(n, 1024);  // as the GEMV shares its rows: a slower core reads less
+  WorkQueue parts(n, 1024);  // a slower core reads less, as in the GEMV (there from SpeedSplit)
 #pragma omp parallel num_threads(threads) reduction(+ : s)
   parts.for_each([&](Range r) {
     if (k) {

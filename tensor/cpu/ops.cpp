@@ -1,6 +1,7 @@
 // Elementwise, row-wise and lookup ops of the fast CPU backend: checks, then threads over rows.
 #include "tensor/cpu/ops.hpp"
 
+#include <cmath>
 #include <cstring>
 
 #include "tensor/cpu/reference.hpp"
@@ -18,6 +19,40 @@ void Scratch::reserve(int threads, size_t n) {
 float* Scratch::shared(size_t n) {
   if (shared_.size() < n * sizeof(float)) shared_ = AlignedBuffer(n * sizeof(float));
   return shared_.as<float>();
+}
+
+void SpeedSplit::plan(int64_t n, int parts, int64_t align, int64_t* bounds) const {
+  double speed[kMaxThreads], total = 0.0;
+  for (int t = 0; t < parts; ++t) {
+    const float v = speed_[t].load(std::memory_order_relaxed);
+    speed[t] = v > 0.0f ? v : 1.0;
+    total += speed[t];
+  }
+  const int64_t blocks = (n + align - 1) / align;
+  double before = 0.0;
+  bounds[0] = 0;
+  for (int t = 0; t < parts; ++t) {
+    before += speed[t];
+    bounds[t + 1] = t == parts - 1 ? n : std::min<int64_t>(n, std::llround(static_cast<double>(blocks) * before / total) * align);
+  }
+}
+
+void SpeedSplit::measured(int parts, const int64_t* bounds, const double* seconds) {
+  if (parts < 2 || parts > kMaxThreads) return;
+  double speed[kMaxThreads], mean = 0.0;
+  for (int t = 0; t < parts; ++t) {
+    const int64_t items = bounds[t + 1] - bounds[t];
+    if (seconds[t] <= 0.0 || items <= 0) return;  // a thread without work says nothing
+    speed[t] = static_cast<double>(items) / seconds[t];
+    mean += speed[t] / parts;
+  }
+  constexpr double kWeight = 0.25;  // of the newest region in the running average
+  for (int t = 0; t < parts; ++t) {
+    const double now = std::clamp(speed[t] / mean, 0.5, 2.0);  // a preempted thread moves it little
+    const float old = speed_[t].load(std::memory_order_relaxed);
+    speed_[t].store(static_cast<float>(old > 0.0f ? (1.0 - kWeight) * old + kWeight * now : now),
+                    std::memory_order_relaxed);
+  }
 }
 
 namespace fast {

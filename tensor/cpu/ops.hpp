@@ -54,7 +54,8 @@ inline Range split(int64_t n, int parts, int index, int64_t align = 1) {
 
 // [0, n) shared out among the threads of one parallel region so that a slower thread takes
 // less: on a shared host one core often reads 30% slower than the other for a whole run, and a
-// static split leaves the faster one waiting (GPT-2 F32 decode: 2.3 of 9.6 ms per token). Each thread
+// static split leaves the faster one waiting (GPT-2 F32 decode: 2.3 of 9.6 ms per token). The
+// GEMM's columns and the bandwidth probe use it (one long pass each). Each thread
 // first takes its static part of the first three quarters (long sequential runs, boundaries
 // multiples of `align`), then the last quarter goes in chunks of n / 32 to whichever thread
 // asks first. Make one before the region; every thread of it calls for_each once.
@@ -80,6 +81,47 @@ class WorkQueue {
   int64_t n_, align_, static_end_, chunk_;
   std::atomic<int64_t> next_;
 };
+
+// Static parts of [0, n) sized by how fast each thread has lately been, for the decode matrix
+// products, where a WorkQueue's chunks cost more than the balance they buy (small matrices, ~50
+// per token). Each thread times its part, and the next region's parts follow the threads'
+// speeds relative to each other (a running average over regions, so one table serves all of a
+// call site's shapes). GPT-2 decode, four runs of each in turn: F16 197-206 -> 206-215 tok/s
+// against a WorkQueue, Q8_0 409-452 -> 428-466 against equal parts. Each output is still
+// computed whole by one thread, so results do not depend on the split.
+class SpeedSplit {
+ public:
+  static constexpr int kMaxThreads = 256;
+
+  // Cuts [0, n) into `parts` (<= kMaxThreads) parts before a region: part t is [bounds[t],
+  // bounds[t + 1]), inner boundaries multiples of `align`. bounds holds parts + 1 values.
+  void plan(int64_t n, int parts, int64_t align, int64_t* bounds) const;
+  // After the region: thread t took seconds[t] for its part of the plan.
+  void measured(int parts, const int64_t* bounds, const double* seconds);
+
+ private:
+  std::atomic<float> speed_[kMaxThreads] = {};  // 0 until measured: counts as 1
+};
+
+// f(Range) for each thread's SpeedSplit part of [0, n), on nt (<= SpeedSplit::kMaxThreads)
+// threads; the threads' times then go back into `speeds`.
+template <class F>
+void parallel_parts(SpeedSplit& speeds, int64_t n, int nt, int64_t align, F f) {
+  int64_t bounds[SpeedSplit::kMaxThreads + 1];
+  double seconds[SpeedSplit::kMaxThreads];
+  speeds.plan(n, nt, align, bounds);
+  int team = nt;
+#pragma omp parallel num_threads(nt)
+  {
+    const int id = omp_get_thread_num(), got = omp_get_num_threads();
+    if (id == 0) team = got;
+    const Range r = got == nt ? Range{bounds[id], bounds[id + 1]} : split(n, got, id, align);
+    const double start = omp_get_wtime();
+    if (r.end > r.begin) f(r);
+    seconds[id] = omp_get_wtime() - start;
+  }
+  if (team == nt) speeds.measured(nt, bounds, seconds);
+}
 
 // f(i) for i in [0, n), statically split over threads_for(work) threads; f may call
 // omp_get_thread_num() to pick its scratch.
