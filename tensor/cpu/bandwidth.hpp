@@ -2,9 +2,9 @@
 // all threads, each summing contiguous parts with the widest sum kernel of this CPU, as four
 // sequential streams (a scalar loop, or one stream per core, would understate what the memory
 // can do); the parts come from a WorkQueue, so a core that reads slower than the other takes
-// less, as it does in the GEMV (there from SpeedSplit). F32 FMA throughput: every thread runs the widest FMA loop
-// (Kernels::fma_loop) out of registers. Shared by bench_kernels and the bench app, which report
-// decode GB/s and prefill GFLOP/s as shares of them.
+// less, as it does in the GEMV (there from SpeedSplit). F32 FMA throughput: every thread runs
+// the widest FMA loop (Kernels::fma_loop) out of registers. Shared by bench_kernels and the
+// bench app, which report decode GB/s and prefill GFLOP/s as shares of them.
 #pragma once
 
 #include <cstddef>
