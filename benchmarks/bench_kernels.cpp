@@ -114,6 +114,17 @@ void BM_bandwidth(benchmark::State& state) {
   state.counters["GB"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsRate);
 }
 
+// One OpenMP parallel region opened and closed on `threads` threads, with no work in it: what
+// each op that takes threads pays (a GPT-2 decode step opens about 60), and what tells the
+// OpenMP runtimes apart (see the top-level CMakeLists.txt).
+void BM_parallel_region(benchmark::State& state) {
+  const int threads = static_cast<int>(state.range(0));
+  for (auto _ : state) {
+#pragma omp parallel num_threads(threads)
+    benchmark::DoNotOptimize(omp_get_thread_num());
+  }
+}
+
 // Counters shared by the matmul benchmarks: weight GB/s ("GB" per second), GFLOP/s and, for
 // GEMV, pct_bw = weight bytes per second as a percentage of `limit` (bandwidth_now() taken
 // before the loop, also reported as bw_GB/s); `seconds` is the wall time of the timed loop.
@@ -255,6 +266,7 @@ void register_all() {
       ->UseRealTime()->MinTime(0.5);
 
   RegisterBenchmark("bandwidth_1GiB", BM_bandwidth)->Arg(1)->Arg(all)->ArgName("threads")->UseRealTime();
+  RegisterBenchmark("parallel_region", BM_parallel_region)->Arg(all)->ArgName("threads")->UseRealTime();
 
   for (const Shape& s : kShapes)
     for (int64_t T : {1, 128, 512}) {
