@@ -50,7 +50,7 @@ void gemv(const Kernels& k, const Tensor& out, const Tensor& x, const Tensor& w,
   const int64_t K = x.cols(), N = w.rows(), ldw = w.row_stride();
   const float* xv = x.row<float>(0);
   const float* b = bias.empty() ? nullptr : bias.ptr<float>();
-  const int nt = static_cast<int>(std::min<int64_t>({threads_for(N * K), N, SpeedSplit::kMaxThreads}));
+  const int nt = static_cast<int>(std::min<int64_t>(threads_for(N * K), N));
   static SpeedSplit speeds;  // 16 rows = one 64-byte line of out per boundary
   parallel_parts(speeds, N, nt, 16, [&](Range r) {
     const int64_t n = r.end - r.begin;
@@ -189,7 +189,7 @@ void qmatmul(const Kernels& k, Scratch& s, const Tensor& out, const Tensor& x, c
                       : w.dtype == DType::Q8_0 ? k.qmatmul_q8_0 : k.qmatmul_q4_0;
   const auto* wp = static_cast<const uint8_t*>(w.data);
   // Work in bytes of W read times tokens: a decode GEMV of a small matrix stays on one thread.
-  const int nt = static_cast<int>(std::min<int64_t>({threads_for(T * N * K), N, SpeedSplit::kMaxThreads}));
+  const int nt = static_cast<int>(std::min<int64_t>(threads_for(T * N * K), N));
   if (T == 1)  // on this thread: a region's barrier costs more than one row
     quantize_acts_row(x.row<float>(0), xq, 0);
   else

@@ -103,10 +103,11 @@ class SpeedSplit {
   std::atomic<float> speed_[kMaxThreads] = {};  // 0 until measured: counts as 1
 };
 
-// f(Range) for each thread's SpeedSplit part of [0, n), on nt (<= SpeedSplit::kMaxThreads)
-// threads; the threads' times then go back into `speeds`.
+// f(Range) for each thread's SpeedSplit part of [0, n), on nt threads (at most
+// SpeedSplit::kMaxThreads); the threads' times then go back into `speeds`.
 template <class F>
 void parallel_parts(SpeedSplit& speeds, int64_t n, int nt, int64_t align, F f) {
+  nt = std::min(nt, SpeedSplit::kMaxThreads);
   int64_t bounds[SpeedSplit::kMaxThreads + 1];
   double seconds[SpeedSplit::kMaxThreads];
   speeds.plan(n, nt, align, bounds);
