@@ -991,7 +991,9 @@ TEST(SpeedSplit, PartsCoverEverythingAndFollowTheMeasuredSpeeds) {
           EXPECT_EQ(bounds[parts], n) << where;
           for (int t = 0; t < parts; ++t) {
             EXPECT_LE(bounds[t], bounds[t + 1]) << where;
-            if (t > 0 && bounds[t] < n) EXPECT_EQ(bounds[t] % align, 0) << where;
+            if (t > 0 && bounds[t] < n) {
+              EXPECT_EQ(bounds[t] % align, 0) << where;
+            }
           }
         }
   };
