@@ -194,8 +194,8 @@ struct GraniteLayer {
   Mixer mixer;
   Tensor attn_norm;             // [D]                  input_layernorm.weight
   // attention mixer
-  Tensor wq, wk, wv, wo;        // [Hq*d, D], [Hkv*d, D], [Hkv*d, D], [D, Hq*d]  self_attn.{q,k,v,o}_proj.weight
-  Tensor bq, bk, bv, bo;        // biases (attention_bias)
+  MatrixStack qkv;              // [Hq*d | Hkv*d | Hkv*d, D]  self_attn.{q,k,v}_proj (+ biases: attention_bias)
+  Tensor wo, bo;                // [D, Hq*d]    self_attn.o_proj.weight (+ bias)
   // Mamba2 mixer (mamba.)
   Tensor in_proj, in_bias;      // [d_inner + conv_dim + n_heads, D], bias   in_proj.weight/.bias
   Tensor conv_w, conv_b;        // [conv_dim, 1, K], [conv_dim]              conv1d.weight/.bias
@@ -204,9 +204,8 @@ struct GraniteLayer {
   Tensor out_proj, out_bias;    // [D, d_inner], [D]                         out_proj.weight/.bias
   // FFN
   Tensor ffn_norm;              // [D]                  post_attention_layernorm.weight
-  Tensor w_gate_up;             // [2F, D]  shared_mlp.input_linear.weight (gate rows [0, F), up [F, 2F))
-  Tensor w_gate, w_up;          // [F, D]   mlp.gate_proj / mlp.up_proj (granite dense: the same, unfused)
-  Tensor b_gate, b_up;          // [F]      mlp_bias
+  MatrixStack gate_up;          // [F | F, D]  shared_mlp.input_linear.weight (gate rows [0, F), up [F, 2F)),
+                                //   or mlp.{gate,up}_proj (+ biases: mlp_bias) in granite dense
   Tensor w_down, b_down;        // [D, F]   shared_mlp.output_linear.weight | mlp.down_proj.weight (+ bias)
   Tensor router;                // [E, D]   block_sparse_moe.router.layer.weight
   Tensor experts_in;            // [E*2I, D] block_sparse_moe.input_linear.weight [E, 2I, D] (gate | up)
@@ -232,13 +231,9 @@ GraniteWeights load_weights(const GraniteConfig& c, WeightLoader& w) {
     L.mixer = c.mixer[static_cast<size_t>(l)];
     L.attn_norm = w.vector(p + "input_layernorm.weight", D);
     if (L.mixer == Mixer::Attention) {
-      L.wq = w.matrix(p + "self_attn.q_proj.weight", q_dim, D);
-      L.wk = w.matrix(p + "self_attn.k_proj.weight", kv_dim, D);
-      L.wv = w.matrix(p + "self_attn.v_proj.weight", kv_dim, D);
+      const std::string a = p + "self_attn.";
+      L.qkv = w.stack({a + "q_proj", a + "k_proj", a + "v_proj"}, {q_dim, kv_dim, kv_dim}, D, c.attention_bias);
       L.wo = w.matrix(p + "self_attn.o_proj.weight", D, q_dim);
-      L.bq = bias(c.attention_bias, p + "self_attn.q_proj.bias", q_dim);
-      L.bk = bias(c.attention_bias, p + "self_attn.k_proj.bias", kv_dim);
-      L.bv = bias(c.attention_bias, p + "self_attn.v_proj.bias", kv_dim);
       L.bo = bias(c.attention_bias, p + "self_attn.o_proj.bias", D);
     } else {
       const std::string m = p + "mamba.";
@@ -255,15 +250,12 @@ GraniteWeights load_weights(const GraniteConfig& c, WeightLoader& w) {
     }
     L.ffn_norm = w.vector(p + "post_attention_layernorm.weight", D);
     if (c.mlp_size) {
-      L.w_gate = w.matrix(p + "mlp.gate_proj.weight", c.mlp_size, D);
-      L.w_up = w.matrix(p + "mlp.up_proj.weight", c.mlp_size, D);
+      L.gate_up = w.stack({p + "mlp.gate_proj", p + "mlp.up_proj"}, {c.mlp_size, c.mlp_size}, D, c.mlp_bias);
       L.w_down = w.matrix(p + "mlp.down_proj.weight", D, c.mlp_size);
-      L.b_gate = bias(c.mlp_bias, p + "mlp.gate_proj.bias", c.mlp_size);
-      L.b_up = bias(c.mlp_bias, p + "mlp.up_proj.bias", c.mlp_size);
       L.b_down = bias(c.mlp_bias, p + "mlp.down_proj.bias", D);
     }
     if (c.shared_size) {
-      L.w_gate_up = w.matrix(p + "shared_mlp.input_linear.weight", 2 * int64_t{c.shared_size}, D);
+      L.gate_up = {{w.matrix(p + "shared_mlp.input_linear.weight", 2 * int64_t{c.shared_size}, D)}, {Tensor{}}};
       L.w_down = w.matrix(p + "shared_mlp.output_linear.weight", D, c.shared_size);
     }
     if (c.n_experts) {
@@ -366,18 +358,16 @@ class Granite final : public Model {
   }
 
  private:
-  enum Slot { X, H, Q, K, V, ATT, ZXBCDT, XBC, Y, UP, ROUTER, XE, UE, YE, MOE, LOGITS, PROBS };  // activation buffers
+  enum Slot { X, H, QKV, ATT, ZXBCDT, XBC, Y, UP, ROUTER, XE, UE, YE, MOE, LOGITS, PROBS };  // activation buffers
 
   // Attention with a KV cache: out [T, D] from the normed input h [T, D] (out may be h).
   void attention(const Tensor& out, const Tensor& h, const GraniteLayer& L, const LayerCache& kv, int64_t pos0, int l) {
     const int64_t T = h.rows(), q_dim = int64_t{c_.n_heads} * c_.head_dim;
-    const Tensor q = act_.get(Q, T, q_dim);                                 // [T, Hq*d]
-    const Tensor att = act_.get(ATT, T, q_dim);                             // [T, Hq*d]
     const int64_t kv_dim = int64_t{c_.n_kv_heads} * c_.head_dim;
-    const Tensor k = act_.get(K, T, kv_dim), v = act_.get(V, T, kv_dim);   // [T, Hkv*d]
-    be_.matmul(q, h, L.wq, L.bq);                    // [T, Hq*d]
-    be_.matmul(k, h, L.wk, L.bk);
-    be_.matmul(v, h, L.wv, L.bv);
+    const Tensor qkv = act_.get(QKV, T, q_dim + 2 * kv_dim);                // [T, Hq*d | Hkv*d | Hkv*d]
+    const Tensor q = qkv.cols_view(0, q_dim), k = qkv.cols_view(q_dim, kv_dim), v = qkv.cols_view(q_dim + kv_dim, kv_dim);
+    const Tensor att = act_.get(ATT, T, q_dim);                             // [T, Hq*d]
+    matmul(be_, qkv, h, L.qkv);                      // q | k | v
     if (c_.rope) {                                   // Granite 3.x, or position_embedding_type "rope"
       const RopeTables& rope = rope_.upto(pos0 + T);
       be_.rope(q, c_.n_heads, c_.head_dim, c_.head_dim, pos0, rope.cos, rope.sin);
@@ -442,12 +432,7 @@ class Granite final : public Model {
       const int64_t F = L.w_down.cols();
       const Tensor up = act_.get(UP, T, 2 * F);      // [T, 2F]  gate | up
       const Tensor gate = up.cols_view(0, F);
-      if (!L.w_gate_up.empty()) {
-        be_.matmul(up, h, L.w_gate_up, Tensor{});    // shared_mlp.input_linear: [T, 2F]
-      } else {
-        be_.matmul(gate, h, L.w_gate, L.b_gate);     // mlp.gate_proj: [T, F]
-        be_.matmul(up.cols_view(F, F), h, L.w_up, L.b_up);
-      }
+      matmul(be_, up, h, L.gate_up);                 // [T, 2F]
       be_.silu_mul(gate, gate, up.cols_view(F, F));  // silu(gate) * up
       trace(gate, "ffn_act", l);
       be_.matmul(out, gate, L.w_down, L.b_down);     // [T, D]

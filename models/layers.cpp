@@ -168,21 +168,31 @@ const TensorInfo& WeightLoader::lookup(const std::string& name, std::string* ful
 
 // A synthetic weight: vectors named *.weight (norm scales) are 1, other vectors 0, matrices
 // uniform in [-0.05, 0.05), from a stream seeded by the name, so any model builds from its
-// config alone with activations that stay finite.
+// config alone with activations that stay finite. fill() hands out the values in order.
+class RandomValues {
+ public:
+  RandomValues(uint64_t seed, const std::string& name, bool is_vector)
+      : state_(seed ^ std::hash<std::string>{}(name)), is_vector_(is_vector),
+        is_scale_(name.size() >= 7 && name.compare(name.size() - 7, 7, ".weight") == 0) {}
+  void fill(float* v, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) {
+      if (is_vector_) {
+        v[i] = is_scale_ ? 1.0f : 0.0f;
+        continue;
+      }
+      state_ = state_ * 6364136223846793005ull + 1442695040888963407ull;  // LCG, top bits
+      v[i] = (static_cast<float>(state_ >> 40) / 16777216.0f - 0.5f) * 0.1f;
+    }
+  }
+
+ private:
+  uint64_t state_;
+  bool is_vector_, is_scale_;
+};
+
 Tensor WeightLoader::random(const std::string& name, std::initializer_list<int64_t> shape) {
   Tensor t = alloc_host(Tensor::contiguous(nullptr, DType::F32, shape), DType::F32);
-  const bool is_vector = shape.size() == 1;
-  const bool is_scale = name.size() >= 7 && name.compare(name.size() - 7, 7, ".weight") == 0;
-  uint64_t state = seed_ ^ std::hash<std::string>{}(name);
-  float* v = t.ptr<float>();
-  for (int64_t i = 0; i < t.numel(); ++i) {
-    if (is_vector) {
-      v[i] = is_scale ? 1.0f : 0.0f;
-      continue;
-    }
-    state = state * 6364136223846793005ull + 1442695040888963407ull;  // LCG, top bits
-    v[i] = (static_cast<float>(state >> 40) / 16777216.0f - 0.5f) * 0.1f;
-  }
+  RandomValues(seed_, name, shape.size() == 1).fill(t.ptr<float>(), t.numel());
   return t;
 }
 
@@ -238,6 +248,17 @@ Tensor WeightLoader::place(const Tensor& host_tensor) {
   return t;
 }
 
+// Frees the buffer or drops the mapped pages behind t, a part read for a weight being loaded,
+// once it has been copied out (memory then holds one part at a time, not all of them).
+void WeightLoader::drop(const Tensor& t) {
+  std::erase_if(scratch_, [&](const std::shared_ptr<void>& buffer) { return buffer.get() == t.data; });
+  std::erase_if(sources_, [&](const Tensor& source) {
+    if (source.data != t.data) return false;
+    files_.release(source);
+    return true;
+  });
+}
+
 bool WeightLoader::is_source(const Tensor& t) const {
   for (const Tensor& source : sources_)
     if (source.data == t.data) return true;
@@ -262,22 +283,35 @@ Tensor WeightLoader::convert(const Tensor& src, DType to) {
   if (src.cols() % traits(to).block_elems) return src;
   if (plan_) return Tensor::contiguous_like(src, to, nullptr);
   const Tensor dst = alloc_host(src, to);
-  const Tensor s = Tensor::contiguous(src.data, src.dtype, {src.rows(), src.cols()});
-  const Tensor d = Tensor::contiguous(dst.data, to, {src.rows(), src.cols()});
-  std::vector<float> row(static_cast<size_t>(s.cols()));
-  for (int64_t r = 0; r < s.rows(); ++r) {
-    ref::weight_row_f32(s, r, row.data());
-    convert_row_from_f32(to, row.data(), d.row(r), s.cols());
-  }
+  convert_rows(src, dst);
   return dst;
 }
 
-Tensor WeightLoader::finish(const std::string& full, DType stored, const Tensor& t, bool counted) {
-  if (record_) {
-    PlannedTensor p{full, stored, t.dtype, {}, t.nbytes()};
-    for (int i = 0; i < t.ndim; ++i) p.shape.push_back(t.dim(i));
-    record_->push_back(std::move(p));
+// Both contiguous with the same number of elements; a vector counts as one row.
+void WeightLoader::convert_rows(const Tensor& src, const Tensor& dst) {
+  const int64_t rows = src.ndim == 1 ? 1 : src.rows(), cols = src.numel() / std::max<int64_t>(rows, 1);
+  const Tensor s = Tensor::contiguous(src.data, src.dtype, {rows, cols});
+  const Tensor d = Tensor::contiguous(dst.data, dst.dtype, {rows, cols});
+  if (s.dtype == d.dtype) {
+    std::memcpy(d.data, s.data, s.nbytes());
+    return;
   }
+  std::vector<float> row(static_cast<size_t>(cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    ref::weight_row_f32(s, r, row.data());
+    convert_row_from_f32(d.dtype, row.data(), d.row(r), cols);
+  }
+}
+
+void WeightLoader::record(const std::string& full, DType stored, const Tensor& t) {
+  if (!record_) return;
+  PlannedTensor p{full, stored, t.dtype, {}, t.nbytes()};
+  for (int i = 0; i < t.ndim; ++i) p.shape.push_back(t.dim(i));
+  record_->push_back(std::move(p));
+}
+
+Tensor WeightLoader::finish(const std::string& full, DType stored, const Tensor& t, bool counted) {
+  record(full, stored, t);
   if (counted) bytes_ += t.nbytes();
   quantized_ |= is_quantized(t.dtype);
   return place(t);
@@ -349,6 +383,68 @@ Tensor WeightLoader::fused_qkv_bias(const std::string& name, const FusedQkv& lay
   return finish(full, stored, t, true);
 }
 
+MatrixStack WeightLoader::stack(const std::vector<std::string>& names, const std::vector<int64_t>& rows,
+                                int64_t cols, bool biases) {
+  MatrixStack s;
+  if (stacks(names, cols)) {
+    s.w.push_back(stacked(names, ".weight", rows, cols, weight_dtype_));
+    s.b.push_back(biases ? stacked(names, ".bias", rows, 0, DType::F32) : Tensor{});
+    return s;
+  }
+  for (size_t i = 0; i < names.size(); ++i) {
+    s.w.push_back(matrix(names[i] + ".weight", rows[i], cols));
+    s.b.push_back(biases ? vector(names[i] + ".bias", rows[i]) : Tensor{});
+  }
+  return s;
+}
+
+// Stacked where the loader writes new memory anyway (see MatrixStack), the parts share a
+// stored dtype, and a quantized dtype gets whole blocks per row (else matrix() keeps them).
+bool WeightLoader::stacks(const std::vector<std::string>& names, int64_t cols) const {
+  if (plan_) return false;  // the plan records the parts either way
+  if (random_weights_) return !weight_dtype_ || cols % traits(*weight_dtype_).block_elems == 0;
+  std::string full;
+  const DType stored = lookup(names.front() + ".weight", &full).dtype;
+  for (const auto& name : names)
+    if (lookup(name + ".weight", &full).dtype != stored) return false;
+  const DType to = weight_dtype_.value_or(stored);
+  if (cols % traits(to).block_elems) return false;
+  return to != stored || copy_from_map_;
+}
+
+Tensor WeightLoader::stacked(const std::vector<std::string>& names, const std::string& suffix,
+                             const std::vector<int64_t>& rows, int64_t cols, std::optional<DType> to) {
+  int64_t total = 0;
+  for (int64_t r : rows) total += r;
+  const int64_t width = std::max<int64_t>(cols, 1);  // a vector is a column
+  std::string full;
+  const DType dtype = to.value_or(random_weights_ ? DType::F32 : lookup(names.front() + suffix, &full).dtype);
+  const Tensor t = alloc_host(Tensor::contiguous(nullptr, dtype, {total, width}), dtype);
+  int64_t at = 0;
+  for (size_t i = 0; i < names.size(); ++i) {
+    const Tensor dst = t.rows_view(at, rows[i]);
+    const std::string name = names[i] + suffix;
+    if (random_weights_) {  // generated row by row into place: no buffer per part
+      RandomValues values(seed_, name, cols == 0);
+      std::vector<float> row(static_cast<size_t>(width * (cols ? 1 : rows[i])));
+      for (int64_t r = 0; r < (cols ? rows[i] : 1); ++r) {
+        values.fill(row.data(), static_cast<int64_t>(row.size()));
+        convert_row_from_f32(dtype, row.data(), cols ? dst.row(r) : dst.data, static_cast<int64_t>(row.size()));
+      }
+      record(prefixes_.front() + name, DType::F32, cols ? dst : dst.reshape({rows[i]}));
+    } else {
+      const Tensor part = cols ? host(name, {rows[i], cols}, &full) : host(name, {rows[i]}, &full);
+      convert_rows(part, dst);
+      drop(part);
+      record(full, part.dtype, cols ? dst : dst.reshape({rows[i]}));
+    }
+    at += rows[i];
+  }
+  bytes_ += t.nbytes();
+  quantized_ |= is_quantized(t.dtype);
+  return place(cols ? t : t.reshape({total}));
+}
+
 // Not counted in bytes_loaded(): a decode step reads one row (the model adds what it reads).
 Tensor WeightLoader::embedding(const std::string& name, int64_t rows, int64_t cols) {
   std::string full;
@@ -370,6 +466,14 @@ Tensor WeightLoader::f32(const std::string& name, std::initializer_list<int64_t>
   const DType stored = t.dtype;
   if (t.dtype != DType::F32) t = convert(t, DType::F32);
   return finish(full, stored, t, true);
+}
+
+void matmul(Backend& backend, const Tensor& out, const Tensor& x, const MatrixStack& w) {
+  int64_t col = 0;
+  for (size_t i = 0; i < w.w.size(); ++i) {
+    backend.matmul(out.cols_view(col, w.w[i].rows()), x, w.w[i], w.b[i]);
+    col += w.w[i].rows();
+  }
 }
 
 // ---- Activations -----------------------------------------------------------------------

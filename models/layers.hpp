@@ -67,6 +67,21 @@ struct FusedQkv {
   int64_t stored_row(int64_t r) const;
 };
 
+// Matrices that multiply the same input (q, k and v; gate and up), stacked by rows into one
+// matrix where the loader writes the weights into new memory anyway (a dtype conversion,
+// random weights, mapped files copied into anonymous memory), so that a decode step makes one
+// pass over them with one thread team: a small matrix alone reads well below the bandwidth
+// (each call starts its threads' streams anew; SmolLM2-135M's 192 x 576 k and v at 30-36 GB/s
+// where its large ones read 65-75). Where the weights are read in place from the files
+// (--mmap, or files copied whole) the parts stay apart, as stacking them would copy them.
+struct MatrixStack {
+  std::vector<Tensor> w;  // one stacked matrix [sum of rows, cols], or the parts in order
+  std::vector<Tensor> b;  // their biases, likewise (empty Tensors where there are none)
+};
+
+// out [T, sum of rows] = x W^T + b for the stack: part i fills the columns after parts 0..i-1.
+void matmul(Backend& backend, const Tensor& out, const Tensor& x, const MatrixStack& w);
+
 // Loads weights by their checkpoint names, checks shapes, converts dtypes once, places
 // them on the backend. Names are tried with each prefix in turn ("transformer.", ""), so
 // checkpoints saved with and without a prefix both load. In plan-only mode (LoadOptions) it
@@ -86,6 +101,10 @@ class WeightLoader {
   // A stack of n matrices stored [n, rows, cols] (MoE experts), as one matrix [n*rows, cols]:
   // matrix i is rows_view(i * rows, rows). Same dtype rules as matrix().
   Tensor matrices(const std::string& name, int64_t n, int64_t rows, int64_t cols);
+  // Matrices "<name>.weight" [rows[i], cols] (and vectors "<name>.bias" [rows[i]] when
+  // `biases`) that multiply the same input: see MatrixStack. Same dtype rules as matrix().
+  MatrixStack stack(const std::vector<std::string>& names, const std::vector<int64_t>& rows, int64_t cols,
+                    bool biases);
   // A token-embedding table [rows, cols], kept in its stored dtype (it doubles as a tied head).
   Tensor embedding(const std::string& name, int64_t rows, int64_t cols);
   // An F32 vector (norm weights, biases, per-head constants) of n elements.
@@ -112,8 +131,16 @@ class WeightLoader {
   Tensor random(const std::string& name, std::initializer_list<int64_t> shape);
   Tensor place(const Tensor& host_tensor);
   bool is_source(const Tensor& t) const;  // t views a file tensor read for this weight
+  void drop(const Tensor& t);
   Tensor alloc_host(const Tensor& like, DType dtype);
   Tensor convert(const Tensor& src, DType to);
+  void convert_rows(const Tensor& src, const Tensor& dst);  // row r of src into row r of dst
+  bool stacks(const std::vector<std::string>& names, int64_t cols) const;
+  // The tensors names[i] + suffix, [rows[i], cols] (or vectors [rows[i]] when cols is 0), one
+  // after the other in one new buffer of dtype `to` (or as stored without it).
+  Tensor stacked(const std::vector<std::string>& names, const std::string& suffix,
+                 const std::vector<int64_t>& rows, int64_t cols, std::optional<DType> to);
+  void record(const std::string& full, DType stored, const Tensor& t);
   Tensor reorder_rows(const Tensor& src, const FusedQkv& layout);
   // Records the weight (LoadOptions::record), counts it per token when `counted`, places it.
   Tensor finish(const std::string& full, DType stored, const Tensor& t, bool counted);

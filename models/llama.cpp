@@ -96,11 +96,11 @@ struct LlamaConfig {
 
 struct LlamaLayer {
   Tensor attn_norm;             // [D]            input_layernorm.weight
-  Tensor wq, wk, wv, wo;        // [Hq*d, D], [Hkv*d, D], [Hkv*d, D], [D, Hq*d]  self_attn.{q,k,v,o}_proj
-  Tensor bq, bk, bv, bo;        // biases (empty unless the config has them)
+  MatrixStack qkv;              // [Hq*d | Hkv*d | Hkv*d, D]  self_attn.{q,k,v}_proj (+ biases)
+  Tensor wo, bo;                // [D, Hq*d]      self_attn.o_proj (bias empty unless the config has one)
   Tensor ffn_norm;              // [D]            post_attention_layernorm.weight
-  Tensor w_gate, w_up, w_down;  // [F, D], [F, D], [D, F]  mlp.{gate,up,down}_proj
-  Tensor b_gate, b_up, b_down;  // biases (mlp_bias)
+  MatrixStack gate_up;          // [F | F, D]     mlp.{gate,up}_proj (+ biases with mlp_bias)
+  Tensor w_down, b_down;        // [D, F]         mlp.down_proj
 };
 
 struct LlamaWeights {
@@ -120,20 +120,13 @@ LlamaWeights load_weights(const LlamaConfig& c, WeightLoader& w) {
     const std::string p = "layers." + std::to_string(l) + ".";
     LlamaLayer L;
     L.attn_norm = w.vector(p + "input_layernorm.weight", D);
-    L.wq = w.matrix(p + "self_attn.q_proj.weight", q_dim, D);
-    L.wk = w.matrix(p + "self_attn.k_proj.weight", kv_dim, D);
-    L.wv = w.matrix(p + "self_attn.v_proj.weight", kv_dim, D);
+    const std::string a = p + "self_attn.";
+    L.qkv = w.stack({a + "q_proj", a + "k_proj", a + "v_proj"}, {q_dim, kv_dim, kv_dim}, D, c.qkv_bias);
     L.wo = w.matrix(p + "self_attn.o_proj.weight", D, q_dim);
-    L.bq = bias(c.qkv_bias, p + "self_attn.q_proj.bias", q_dim);
-    L.bk = bias(c.qkv_bias, p + "self_attn.k_proj.bias", kv_dim);
-    L.bv = bias(c.qkv_bias, p + "self_attn.v_proj.bias", kv_dim);
     L.bo = bias(c.o_bias, p + "self_attn.o_proj.bias", D);
     L.ffn_norm = w.vector(p + "post_attention_layernorm.weight", D);
-    L.w_gate = w.matrix(p + "mlp.gate_proj.weight", F, D);
-    L.w_up = w.matrix(p + "mlp.up_proj.weight", F, D);
+    L.gate_up = w.stack({p + "mlp.gate_proj", p + "mlp.up_proj"}, {F, F}, D, c.mlp_bias);
     L.w_down = w.matrix(p + "mlp.down_proj.weight", D, F);
-    L.b_gate = bias(c.mlp_bias, p + "mlp.gate_proj.bias", F);
-    L.b_up = bias(c.mlp_bias, p + "mlp.up_proj.bias", F);
     L.b_down = bias(c.mlp_bias, p + "mlp.down_proj.bias", D);
     g.layers.push_back(L);
   }
@@ -170,10 +163,12 @@ class Llama final : public Model {
     const RopeTables& rope = rope_.upto(pos0 + T);
     Tensor x = act_.get(X, T, D);                     // [T, D]  residual stream
     Tensor h = act_.get(H, T, D);                     // [T, D]  normed input / branch output
-    Tensor q = act_.get(Q, T, q_dim);                 // [T, Hq*d]
+    Tensor qkv = act_.get(QKV, T, q_dim + 2 * kv_dim);  // [T, Hq*d | Hkv*d | Hkv*d]  q | k | v
+    const Tensor q = qkv.cols_view(0, q_dim), k = qkv.cols_view(q_dim, kv_dim), v = qkv.cols_view(q_dim + kv_dim, kv_dim);
     Tensor att = act_.get(ATT, T, q_dim);             // [T, Hq*d]
-    Tensor gate = act_.get(GATE, T, c_.intermediate_size);  // [T, F]
-    Tensor up = act_.get(UP, T, c_.intermediate_size);      // [T, F]
+    const int64_t F = c_.intermediate_size;
+    Tensor gate_up = act_.get(GATE_UP, T, 2 * F);     // [T, F | F]  gate | up
+    const Tensor gate = gate_up.cols_view(0, F), up = gate_up.cols_view(F, F);
 
     be_.embed(x, w_.embed, tokens);
     trace(x, "embed");
@@ -187,13 +182,10 @@ class Llama final : public Model {
     for (int l = 0; l < c_.n_layers; ++l) {
       const LlamaLayer& L = w_.layers[static_cast<size_t>(l)];
       const LayerCache& kv = cache.layers[static_cast<size_t>(l)];
-      const Tensor k = act_.get(K, T, kv_dim), v = act_.get(V, T, kv_dim);    // [T, Hkv*d]
       // attention block
       be_.rmsnorm(h, x, L.attn_norm, c_.rms_norm_eps);
       trace(h, "attn_norm", l);
-      be_.matmul(q, h, L.wq, L.bq);                  // [T, Hq*d]
-      be_.matmul(k, h, L.wk, L.bk);                  // [T, Hkv*d]
-      be_.matmul(v, h, L.wv, L.bv);
+      matmul(be_, qkv, h, L.qkv);                    // [T, Hq*d | Hkv*d | Hkv*d]
       be_.rope(q, c_.n_heads, c_.head_dim, c_.head_dim, pos0, rope.cos, rope.sin);
       be_.rope(k, c_.n_kv_heads, c_.head_dim, c_.head_dim, pos0, rope.cos, rope.sin);
       trace(q, "q_rope", l);
@@ -210,8 +202,7 @@ class Llama final : public Model {
       // SwiGLU MLP block
       be_.rmsnorm(h, x, L.ffn_norm, c_.rms_norm_eps);
       trace(h, "ffn_norm", l);
-      be_.matmul(gate, h, L.w_gate, L.b_gate);       // [T, F]
-      be_.matmul(up, h, L.w_up, L.b_up);             // [T, F]
+      matmul(be_, gate_up, h, L.gate_up);            // [T, F | F]
       be_.silu_mul(gate, gate, up);                  // silu(gate) * up
       trace(gate, "ffn_act", l);
       be_.matmul(h, gate, L.w_down, L.b_down);       // [T, D]
@@ -233,7 +224,7 @@ class Llama final : public Model {
   }
 
  private:
-  enum Slot { X, H, Q, K, V, ATT, GATE, UP, LOGITS, PROBS };  // activation buffers
+  enum Slot { X, H, QKV, ATT, GATE_UP, LOGITS, PROBS };  // activation buffers
 
   // The final norm and the output head, as the end of forward() and the logit lens use them:
   // residual stream x [R, D] -> logits [R, V] on the backend.

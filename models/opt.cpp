@@ -64,8 +64,8 @@ struct OptConfig {
 
 struct OptLayer {
   Tensor attn_norm_w, attn_norm_b;  // [D]   self_attn_layer_norm
-  Tensor wq, wk, wv, wo;            // [D, D]  self_attn.{q,k,v,out}_proj.weight
-  Tensor bq, bk, bv, bo;            // [D]     self_attn.{q,k,v,out}_proj.bias
+  MatrixStack qkv;                  // [D | D | D, D]  self_attn.{q,k,v}_proj (+ biases)
+  Tensor wo, bo;                    // [D, D], [D]     self_attn.out_proj
   Tensor ffn_norm_w, ffn_norm_b;    // [D]   final_layer_norm (the layer's)
   Tensor fc1_w, fc1_b;              // [F, D], [F]  fc1
   Tensor fc2_w, fc2_b;              // [D, F], [D]  fc2
@@ -89,13 +89,9 @@ OptWeights load_weights(const OptConfig& c, WeightLoader& w) {
     OptLayer L;
     L.attn_norm_w = w.vector(p + "self_attn_layer_norm.weight", D);
     L.attn_norm_b = w.vector(p + "self_attn_layer_norm.bias", D);
-    L.wq = w.matrix(p + "self_attn.q_proj.weight", D, D);
-    L.wk = w.matrix(p + "self_attn.k_proj.weight", D, D);
-    L.wv = w.matrix(p + "self_attn.v_proj.weight", D, D);
+    const std::string a = p + "self_attn.";
+    L.qkv = w.stack({a + "q_proj", a + "k_proj", a + "v_proj"}, {D, D, D}, D, c.bias);
     L.wo = w.matrix(p + "self_attn.out_proj.weight", D, D);
-    L.bq = bias(p + "self_attn.q_proj.bias", D);
-    L.bk = bias(p + "self_attn.k_proj.bias", D);
-    L.bv = bias(p + "self_attn.v_proj.bias", D);
     L.bo = bias(p + "self_attn.out_proj.bias", D);
     L.ffn_norm_w = w.vector(p + "final_layer_norm.weight", D);
     L.ffn_norm_b = w.vector(p + "final_layer_norm.bias", D);
@@ -134,8 +130,8 @@ class Opt final : public Model {
     check_room(cache, T, c_.max_positions);
     Tensor x = act_.get(X, T, D);           // [T, D]  residual stream
     Tensor h = act_.get(H, T, D);           // [T, D]  normed input / branch output
-    Tensor q = act_.get(Q, T, D);           // [T, D]
-    Tensor k = act_.get(K, T, D), v = act_.get(V, T, D);  // [T, D] each
+    Tensor qkv = act_.get(QKV, T, 3 * D);   // [T, D | D | D]  q | k | v
+    const Tensor q = qkv.cols_view(0, D), k = qkv.cols_view(D, D), v = qkv.cols_view(2 * D, D);
     Tensor att = act_.get(ATT, T, D);       // [T, D]  attention output (heads concatenated)
     Tensor ff = act_.get(FF, T, c_.ffn_dim);  // [T, F]
 
@@ -157,9 +153,7 @@ class Opt final : public Model {
       // attention block
       be_.layernorm(h, x, L.attn_norm_w, L.attn_norm_b, OptConfig::kLayerNormEps);
       trace(h, "attn_norm", l);
-      be_.matmul(q, h, L.wq, L.bq);                           // [T, D]
-      be_.matmul(k, h, L.wk, L.bk);                           // [T, D]
-      be_.matmul(v, h, L.wv, L.bv);
+      matmul(be_, qkv, h, L.qkv);                             // [T, 3D]
       append_kv(be_, kv, pos0, k, v);
       args.probs = wants_attention_probs() ? act_.get(PROBS, int64_t{c_.n_heads} * T, pos0 + T).reshape({c_.n_heads, T, pos0 + T}) : Tensor{};
       be_.attention(att, q, kv.k, kv.v, args);                // [T, D]
@@ -193,7 +187,7 @@ class Opt final : public Model {
   }
 
  private:
-  enum Slot { X, H, Q, K, V, ATT, FF, LOGITS, PROBS };  // activation buffers
+  enum Slot { X, H, QKV, ATT, FF, LOGITS, PROBS };  // activation buffers
 
   // The final norm and the output head, as the end of forward() and the logit lens use them:
   // residual stream x [R, D] -> logits [R, V] on the backend.

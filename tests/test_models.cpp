@@ -11,9 +11,11 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <optional>
 
 #include "golden.hpp"
 #include "models/generate.hpp"
+#include "models/layers.hpp"
 #include "models/trace.hpp"
 #include "tensor/cpu/cpu_backend.hpp"
 #include "tensor/quant.hpp"
@@ -172,6 +174,31 @@ TEST_P(Fixture, MmapAndCopyLoadsAgree) {
   const std::vector<float> av(a.ptr<float>(), a.ptr<float>() + a.numel());
   const Tensor b = other->forward(prompt_, c2, Logits::All);
   test::expect_close(values(b), av, 0.0f, "mmap vs copy logits");
+}
+
+// The dtype of the checkpoint's first matrix.
+DType stored_matrix_dtype(const std::string& dir) {
+  const WeightFiles files = WeightFiles::open(dir, LoadMode::Mmap);
+  for (const auto& name : files.names())
+    if (files.info(name).shape.size() == 2) return files.info(name).dtype;
+  throw std::runtime_error(dir + ": no matrix");
+}
+
+// --dtype as stored copies the weights out of the mapped files, so the loader stacks q/k/v and
+// gate/up into one matrix each (MatrixStack): prefill and decode logits stay the same to the bit.
+TEST_P(Fixture, StackedMatricesGiveTheSameLogits) {
+  LoadOptions stacked;
+  stacked.weight_dtype = stored_matrix_dtype(dir_);
+  auto other = load_model(dir_, stacked);
+  const auto n = static_cast<int64_t>(prompt_.size()) + 1;
+  Cache c1 = model_->make_cache(n), c2 = other->make_cache(n);
+  const Tensor a = model_->forward(prompt_, c1, Logits::All);
+  const std::vector<float> av(a.ptr<float>(), a.ptr<float>() + a.numel());
+  test::expect_close(values(other->forward(prompt_, c2, Logits::All)), av, 0.0f, "prefill logits");
+  const std::vector<int32_t> next = {prompt_.front()};
+  const Tensor d = model_->forward(next, c1, Logits::Last);
+  const std::vector<float> dv(d.ptr<float>(), d.ptr<float>() + d.numel());
+  test::expect_close(values(other->forward(next, c2, Logits::Last)), dv, 0.0f, "decode logits");
 }
 
 // Mixture-of-experts routing under quantized weights. A layer's top-k experts are a discrete
@@ -340,6 +367,71 @@ TEST_P(Fixture, F16KvCacheStaysCloseToF32) {
               GetParam().c_str(), run.worst, 100 * run.worst_rel, run.agree, run.steps);
   EXPECT_LE(run.worst_rel, 0.01) << "F16 KV cache logits far from F32";
   EXPECT_EQ(run.agree, run.steps) << "F16 KV cache changed the greedy path";
+}
+
+// WeightLoader::stack: one matrix [q | k | v] (biases likewise) where the loader writes the
+// weights into new memory anyway, the parts apart where they are read in place from the files.
+TEST(WeightLoader, StacksOnlyWhereItWritesNewMemory) {
+  const std::string dir = test::testdata_path("fixtures/qwen2-tiny");
+  if (dir.empty()) {
+    if (test::testdata_required()) FAIL() << "missing test data fixtures/qwen2-tiny";
+    GTEST_SKIP() << "test data not found";
+  }
+  const std::string a = "layers.0.self_attn.";
+  const std::vector<std::string> names = {a + "q_proj", a + "k_proj", a + "v_proj"};
+  const std::vector<int64_t> rows = {64, 32, 32};  // 4 query heads, 2 KV heads of 16; hidden 64
+  auto load = [&](LoadMode files_mode, LoadMode mode, std::optional<DType> dtype) {
+    const WeightFiles files = WeightFiles::open(dir, files_mode);
+    LoadOptions options;
+    options.mode = mode;
+    options.weight_dtype = dtype;
+    WeightLoader loader(files, options, {"model.", ""});
+    const MatrixStack s = loader.stack(names, rows, 64, true);
+    std::vector<std::vector<char>> out;  // the bytes of the weights, then of the biases
+    for (const auto* part : {&s.w, &s.b}) {
+      std::vector<char> v;
+      for (const Tensor& t : *part) v.insert(v.end(), t.ptr<char>(), t.ptr<char>() + t.nbytes());
+      out.push_back(std::move(v));
+    }
+    return std::make_pair(s.w.size(), out);
+  };
+  const DType stored = stored_matrix_dtype(dir);
+  const auto [apart, want] = load(LoadMode::Copy, LoadMode::Copy, {});  // read in place
+  EXPECT_EQ(apart, 3u);
+  EXPECT_EQ(want[0].size(), dtype_bytes(stored, 128 * 64));
+  EXPECT_EQ(want[1].size(), 128u * sizeof(float));
+  EXPECT_EQ(load(LoadMode::Mmap, LoadMode::Mmap, {}).first, 3u);      // --mmap
+  EXPECT_EQ(load(LoadMode::Mmap, LoadMode::Mmap, stored).first, 3u);  // --mmap --dtype as stored
+  const auto [stacked, got] = load(LoadMode::Mmap, LoadMode::Copy, stored);  // copied out of the map
+  EXPECT_EQ(stacked, 1u);
+  EXPECT_EQ(got, want);
+  const auto [converted, f32] = load(LoadMode::Copy, LoadMode::Copy, DType::F32);  // --dtype f32
+  EXPECT_EQ(converted, stored == DType::F32 ? 3u : 1u);
+  EXPECT_EQ(f32[0].size(), 128u * 64 * sizeof(float));
+  EXPECT_EQ(f32[1], want[1]);
+}
+
+// Random weights (bench --shape) are stacked too, with the values matrix() gives each part.
+TEST(WeightLoader, StacksRandomWeightsWithTheValuesOfEachPart) {
+  const WeightFiles none;
+  LoadOptions options;
+  options.random_weights = true;
+  options.weight_dtype = DType::BF16;
+  WeightLoader stacking(none, options), apart(none, options);
+  const std::vector<std::string> names = {"mlp.gate_proj", "mlp.up_proj"};
+  const MatrixStack s = stacking.stack(names, {48, 80}, 32, true);
+  ASSERT_EQ(s.w.size(), 1u);
+  ASSERT_EQ(s.w[0].rows(), 128);
+  EXPECT_EQ(s.w[0].dtype, DType::BF16);
+  std::vector<char> want;
+  for (size_t i = 0; i < names.size(); ++i) {
+    const Tensor part = apart.matrix(names[i] + ".weight", i ? 80 : 48, 32);
+    want.insert(want.end(), part.ptr<char>(), part.ptr<char>() + part.nbytes());
+  }
+  EXPECT_EQ(std::vector<char>(s.w[0].ptr<char>(), s.w[0].ptr<char>() + s.w[0].nbytes()), want);
+  ASSERT_EQ(s.b[0].numel(), 128);
+  EXPECT_EQ(s.b[0].dtype, DType::F32);
+  for (int64_t i = 0; i < 128; ++i) EXPECT_EQ(s.b[0].ptr<float>()[i], 0.0f) << i;  // biases are 0
 }
 
 INSTANTIATE_TEST_SUITE_P(Goldens, Fixture, ::testing::ValuesIn(fixture_names()),
