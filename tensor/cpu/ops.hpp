@@ -104,9 +104,14 @@ class SpeedSplit {
 };
 
 // f(Range) for each thread's SpeedSplit part of [0, n), on nt threads (at most
-// SpeedSplit::kMaxThreads); the threads' times then go back into `speeds`.
+// SpeedSplit::kMaxThreads); the threads' times then go back into `speeds`. One thread: f on
+// all of it here, without a region (as parallel_for).
 template <class F>
 void parallel_parts(SpeedSplit& speeds, int64_t n, int nt, int64_t align, F f) {
+  if (nt <= 1) {
+    if (n > 0) f(Range{0, n});
+    return;
+  }
   nt = std::min(nt, SpeedSplit::kMaxThreads);
   int64_t bounds[SpeedSplit::kMaxThreads + 1];
   double seconds[SpeedSplit::kMaxThreads];
