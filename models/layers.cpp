@@ -402,14 +402,19 @@ MatrixStack WeightLoader::stack(const std::vector<std::string>& names, const std
 // stored dtype, and a quantized dtype gets whole blocks per row (else matrix() keeps them).
 bool WeightLoader::stacks(const std::vector<std::string>& names, int64_t cols) const {
   if (plan_) return false;  // the plan records the parts either way
-  if (random_weights_) return !weight_dtype_ || cols % traits(*weight_dtype_).block_elems == 0;
-  std::string full;
-  const DType stored = lookup(names.front() + ".weight", &full).dtype;
+  const DType stored = stored_dtype(names.front() + ".weight");
   for (const auto& name : names)
-    if (lookup(name + ".weight", &full).dtype != stored) return false;
+    if (stored_dtype(name + ".weight") != stored) return false;
   const DType to = weight_dtype_.value_or(stored);
   if (cols % traits(to).block_elems) return false;
-  return to != stored || copy_from_map_;
+  return random_weights_ || to != stored || copy_from_map_;
+}
+
+// As host() would read it: synthetic weights are F32.
+DType WeightLoader::stored_dtype(const std::string& name) const {
+  if (random_weights_) return DType::F32;
+  std::string full;
+  return lookup(name, &full).dtype;
 }
 
 Tensor WeightLoader::stacked(const std::vector<std::string>& names, const std::string& suffix,
@@ -417,8 +422,7 @@ Tensor WeightLoader::stacked(const std::vector<std::string>& names, const std::s
   int64_t total = 0;
   for (int64_t r : rows) total += r;
   const int64_t width = std::max<int64_t>(cols, 1);  // a vector is a column
-  std::string full;
-  const DType dtype = to.value_or(random_weights_ ? DType::F32 : lookup(names.front() + suffix, &full).dtype);
+  const DType dtype = to.value_or(stored_dtype(names.front() + suffix));
   const Tensor t = alloc_host(Tensor::contiguous(nullptr, dtype, {total, width}), dtype);
   int64_t at = 0;
   for (size_t i = 0; i < names.size(); ++i) {
@@ -433,6 +437,7 @@ Tensor WeightLoader::stacked(const std::vector<std::string>& names, const std::s
       }
       record(prefixes_.front() + name, DType::F32, cols ? dst : dst.reshape({rows[i]}));
     } else {
+      std::string full;
       const Tensor part = cols ? host(name, {rows[i], cols}, &full) : host(name, {rows[i]}, &full);
       convert_rows(part, dst);
       drop(part);

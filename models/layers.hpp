@@ -136,6 +136,7 @@ class WeightLoader {
   Tensor convert(const Tensor& src, DType to);
   void convert_rows(const Tensor& src, const Tensor& dst);  // row r of src into row r of dst
   bool stacks(const std::vector<std::string>& names, int64_t cols) const;
+  DType stored_dtype(const std::string& name) const;
   // The tensors names[i] + suffix, [rows[i], cols] (or vectors [rows[i]] when cols is 0), one
   // after the other in one new buffer of dtype `to` (or as stored without it).
   Tensor stacked(const std::vector<std::string>& names, const std::string& suffix,

@@ -377,16 +377,20 @@ TEST(WeightLoader, StacksOnlyWhereItWritesNewMemory) {
     if (test::testdata_required()) FAIL() << "missing test data fixtures/qwen2-tiny";
     GTEST_SKIP() << "test data not found";
   }
+  const nlohmann::json config = read_json_file(dir + "/config.json");
+  const int64_t D = config.at("hidden_size"), heads = config.at("num_attention_heads");
+  const int64_t kv_dim = D / heads * config.at("num_key_value_heads").get<int64_t>();
   const std::string a = "layers.0.self_attn.";
   const std::vector<std::string> names = {a + "q_proj", a + "k_proj", a + "v_proj"};
-  const std::vector<int64_t> rows = {64, 32, 32};  // 4 query heads, 2 KV heads of 16; hidden 64
+  const std::vector<int64_t> rows = {D, kv_dim, kv_dim};
+  const auto total = static_cast<size_t>(D + 2 * kv_dim);
   auto load = [&](LoadMode files_mode, LoadMode mode, std::optional<DType> dtype) {
     const WeightFiles files = WeightFiles::open(dir, files_mode);
     LoadOptions options;
     options.mode = mode;
     options.weight_dtype = dtype;
     WeightLoader loader(files, options, {"model.", ""});
-    const MatrixStack s = loader.stack(names, rows, 64, true);
+    const MatrixStack s = loader.stack(names, rows, D, true);
     std::vector<std::vector<char>> out;  // the bytes of the weights, then of the biases
     for (const auto* part : {&s.w, &s.b}) {
       std::vector<char> v;
@@ -398,8 +402,8 @@ TEST(WeightLoader, StacksOnlyWhereItWritesNewMemory) {
   const DType stored = stored_matrix_dtype(dir);
   const auto [apart, want] = load(LoadMode::Copy, LoadMode::Copy, {});  // read in place
   EXPECT_EQ(apart, 3u);
-  EXPECT_EQ(want[0].size(), dtype_bytes(stored, 128 * 64));
-  EXPECT_EQ(want[1].size(), 128u * sizeof(float));
+  EXPECT_EQ(want[0].size(), dtype_bytes(stored, static_cast<int64_t>(total) * D));
+  EXPECT_EQ(want[1].size(), total * sizeof(float));
   EXPECT_EQ(load(LoadMode::Mmap, LoadMode::Mmap, {}).first, 3u);      // --mmap
   EXPECT_EQ(load(LoadMode::Mmap, LoadMode::Mmap, stored).first, 3u);  // --mmap --dtype as stored
   const auto [stacked, got] = load(LoadMode::Mmap, LoadMode::Copy, stored);  // copied out of the map
@@ -407,7 +411,7 @@ TEST(WeightLoader, StacksOnlyWhereItWritesNewMemory) {
   EXPECT_EQ(got, want);
   const auto [converted, f32] = load(LoadMode::Copy, LoadMode::Copy, DType::F32);  // --dtype f32
   EXPECT_EQ(converted, stored == DType::F32 ? 3u : 1u);
-  EXPECT_EQ(f32[0].size(), 128u * 64 * sizeof(float));
+  EXPECT_EQ(f32[0].size(), total * static_cast<size_t>(D) * sizeof(float));
   EXPECT_EQ(f32[1], want[1]);
 }
 
