@@ -233,7 +233,7 @@ Tensor WeightLoader::place(const Tensor& host_tensor) {
   Tensor host = host_tensor;
   if (copy_from_map_ && is_source(host)) {  // kept as stored: into anonymous memory, as Copy does
     host = alloc_host(host_tensor, host_tensor.dtype);
-    std::memcpy(host.data, host_tensor.data, host_tensor.nbytes());
+    convert_rows(host_tensor, host);
   }
   std::shared_ptr<void> keep;
   Tensor t = backend_->adopt_weight(host, !is_source(host), keep);  // not a file's: ours to rewrite
@@ -287,19 +287,28 @@ Tensor WeightLoader::convert(const Tensor& src, DType to) {
   return dst;
 }
 
-// Both contiguous with the same number of elements; a vector counts as one row.
+// Both contiguous with the same number of elements; a vector counts as one row. A source read
+// from the files has its pages dropped block by block as they are done, so memory never holds
+// both whole (at the peak a 125 MiB embedding table would otherwise count twice).
 void WeightLoader::convert_rows(const Tensor& src, const Tensor& dst) {
   const int64_t rows = src.ndim == 1 ? 1 : src.rows(), cols = src.numel() / std::max<int64_t>(rows, 1);
   const Tensor s = Tensor::contiguous(src.data, src.dtype, {rows, cols});
   const Tensor d = Tensor::contiguous(dst.data, dst.dtype, {rows, cols});
-  if (s.dtype == d.dtype) {
-    std::memcpy(d.data, s.data, s.nbytes());
-    return;
-  }
+  const bool from_files = is_source(src);
+  const auto row_bytes = static_cast<int64_t>(dtype_bytes(s.dtype, cols));
+  const int64_t block = std::max<int64_t>(1, (int64_t{4} << 20) / std::max<int64_t>(1, row_bytes));
   std::vector<float> row(static_cast<size_t>(cols));
-  for (int64_t r = 0; r < rows; ++r) {
-    ref::weight_row_f32(s, r, row.data());
-    convert_row_from_f32(d.dtype, row.data(), d.row(r), cols);
+  for (int64_t r0 = 0; r0 < rows; r0 += block) {
+    const Tensor part = s.rows_view(r0, std::min(block, rows - r0));
+    if (s.dtype == d.dtype) {
+      std::memcpy(d.row(r0), part.data, part.nbytes());
+    } else {
+      for (int64_t r = r0; r < r0 + part.rows(); ++r) {
+        ref::weight_row_f32(s, r, row.data());
+        convert_row_from_f32(d.dtype, row.data(), d.row(r), cols);
+      }
+    }
+    if (from_files) files_.release(part);
   }
 }
 

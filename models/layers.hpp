@@ -73,7 +73,7 @@ struct FusedQkv {
 // pass over them with one thread team: a small matrix alone reads well below the bandwidth
 // (each call starts its threads' streams anew; SmolLM2-135M's 192 x 576 k and v at 30-36 GB/s
 // where its large ones read 65-75). Where the weights are read in place from the files
-// (--mmap, or files copied whole) the parts stay apart, as stacking them would copy them.
+// (--mmap, or a WeightFiles copied whole) the parts stay apart, as stacking them would copy them.
 struct MatrixStack {
   std::vector<Tensor> w;  // one stacked matrix [sum of rows, cols], or the parts in order
   std::vector<Tensor> b;  // their biases, likewise (empty Tensors where there are none)

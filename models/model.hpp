@@ -127,7 +127,9 @@ struct PlannedTensor {
 
 // How to load a model.
 struct LoadOptions {
-  LoadMode mode = LoadMode::Copy;          // --mmap selects Mmap
+  // Where the weights load_model keeps as stored live: Copy, anonymous memory (huge pages from
+  // 4 MB); Mmap (--mmap), the mapped file, read in place. load_model maps the files either way.
+  LoadMode mode = LoadMode::Copy;
   std::optional<DType> weight_dtype;       // convert matrices at load (--dtype); default: as stored
   // The attention (KV) cache's dtype (--kv-dtype): F32 or F16. Default: F16 when the matrices
   // are quantized (their rounding far exceeds F16's, and the cache is read every token, as

@@ -27,9 +27,11 @@
 namespace purellm {
 
 // How weights reach memory.
-//   Copy: read into 64-byte aligned anonymous memory with madvise(MADV_HUGEPAGE). The
-//         default: on virtual machines decode from mapped files measured 2-5x slower.
-//   Mmap: map the file read-only and use tensors in place (--mmap, the low-memory choice).
+//   Copy: read the whole file into 64-byte aligned anonymous memory with madvise(MADV_HUGEPAGE)
+//         (on virtual machines decode from mapped files measured 2-5x slower).
+//   Mmap: map the file read-only and use tensors in place. load_model always maps, and its
+//         WeightLoader copies into anonymous memory the tensors it keeps as stored (unless
+//         --mmap), so the copy holds only what the model uses, each weight once.
 enum class LoadMode { Copy, Mmap };
 
 class SafetensorsError : public std::runtime_error {

@@ -3,7 +3,7 @@
 // Built only with -DPURELLM_CUDA=ON and loaded at run time by tensor/backend_loader.cpp when a
 // program is given `--device cuda`; no program links against CUDA.
 //   memory: cudaMalloc'd buffers owned by shared_ptrs; weights are copied to the GPU once, at
-//           load, by adopt_weight (the host copy stays with the model's weight files).
+//           load, by adopt_weight (the loader then frees or drops its host copy).
 //   ops:    the shape checks the CPU uses (reference.hpp), then one kernel from kernels.cuh,
 //           queued on the backend's stream. Only download() and argmax() wait for the GPU.
 // Operands must be tensors of this backend (alloc, alloc_tensor, adopt_weight): a host tensor
