@@ -231,7 +231,7 @@ Tensor WeightLoader::host(const std::string& name, std::initializer_list<int64_t
 Tensor WeightLoader::place(const Tensor& host_tensor) {
   if (plan_) return host_tensor;
   Tensor host = host_tensor;
-  if (copy_from_map_ && is_source(host)) {  // kept as stored: into anonymous memory, as Copy does
+  if (copy_from_map_ && is_source(host)) {  // kept as stored under LoadMode::Copy: into anonymous memory
     host = alloc_host(host_tensor, host_tensor.dtype);
     convert_rows(host_tensor, host);
   }

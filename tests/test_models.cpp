@@ -11,9 +11,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <tuple>
 #include <map>
 #include <optional>
+#include <tuple>
 
 #include <unistd.h>
 
@@ -527,6 +527,7 @@ TEST(LoadModel, HoldsEachWeightOnce) {
     const auto weights = static_cast<double>(WeightFiles::open(dir.string(), LoadMode::Mmap).total_bytes());
     reset_peak_resident();
     const size_t before = resident_bytes();
+    ASSERT_LT(peak_resident_bytes(), before + (size_t{8} << 20)) << "VmHWM was not reset through /proc/self/clear_refs";
     auto model = load_model(dir.string());
     const auto grew = static_cast<double>(resident_bytes() - before);
     const auto peak = static_cast<double>(peak_resident_bytes() - before);
