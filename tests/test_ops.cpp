@@ -489,14 +489,15 @@ TEST_P(Ops, CopyIntoF16Cache) {
 
 // ---- Mamba2 ops -------------------------------------------------------------------------------
 
-// Two calls (T = 5, then 3, continuing the state) against the reference doing the same, and
-// in place (out aliasing x).
+// Three calls (T = 5, then 1 as in decode, then 3, continuing the state) against the
+// reference doing the same, and in place (out aliasing x). K = 4 is Mamba2's (its own
+// decode loop), 1 and 3 take the general one.
 TEST_P(Ops, Conv1dCausal) {
   for (int64_t C : {1, 17, 33, 1030})
-    for (int64_t K : {1, 4}) {
+    for (int64_t K : {1, 3, 4}) {
       const Tensor w = random(C, K), bias = C % 2 ? random(1, C) : Tensor{};
       Tensor s_fast = random(C, K), s_ref = clone(s_fast);
-      for (int64_t T : {5, 3}) {
+      for (int64_t T : {5, 1, 3}) {
         const Tensor x = random(T, C, 2);
         const Tensor got = zeros(DType::F32, T, C), want = zeros(DType::F32, T, C);
         fast_->conv1d_causal(got, x, w, bias, s_fast);
