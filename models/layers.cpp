@@ -342,6 +342,22 @@ Tensor WeightLoader::matrices(const std::string& name, int64_t n, int64_t rows, 
   return finish(full, stored, t, true);
 }
 
+namespace {
+
+// dst [rows, cols] (contiguous) = src [cols, rows] (rows ld apart) transposed, 16 columns of
+// dst at a time: src is read as 16 sequential streams, and each row of dst gets a whole 64-byte
+// line. (One column at a time would read src across a page per element.)
+void transpose(float* dst, const float* src, int64_t rows, int64_t cols, int64_t ld) {
+  constexpr int64_t kBand = 16;
+  for (int64_t c0 = 0; c0 < cols; c0 += kBand) {
+    const int64_t c1 = std::min(c0 + kBand, cols);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = c0; c < c1; ++c) dst[r * cols + c] = src[c * ld + r];
+  }
+}
+
+}  // namespace
+
 Tensor WeightLoader::matrix_transposed(const std::string& name, int64_t rows, int64_t cols) {
   std::string full;
   const Tensor raw = host(name, {cols, rows}, &full);  // [in, out]
@@ -350,8 +366,7 @@ Tensor WeightLoader::matrix_transposed(const std::string& name, int64_t rows, in
   if (!plan_) {
     const Tensor stored = raw.dtype == DType::F32 ? raw : convert(raw, DType::F32);
     t = alloc_host(t, DType::F32);
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = 0; c < cols; ++c) t.row<float>(r)[c] = stored.row<float>(c)[r];
+    transpose(t.ptr<float>(), stored.ptr<float>(), rows, cols, stored.row_stride());
   }
   if (want != DType::F32) t = convert(t, want);
   return finish(full, raw.dtype, t, true);

@@ -15,17 +15,29 @@
 
 namespace purellm {
 
+namespace {
+
+// std::roundf (halfway cases away from zero) for |v| < 2^31, inline: without SSE4.1 roundf is
+// a libm call, which made quantizing at load 4x slower than the rest of it.
+int32_t round_away(float v) {
+  const auto t = static_cast<int32_t>(v);        // toward zero
+  const float frac = v - static_cast<float>(t);  // exact: v and t share their integer part
+  return t + (frac >= 0.5f) - (frac <= -0.5f);
+}
+
+}  // namespace
+
 // ggml's quantize_row_q8_0_ref: d = amax / 127, q = roundf(x * (1 / d)).
 void quantize_row_q8_0(const float* src, void* dst, int64_t n) {
   auto* y = static_cast<BlockQ8_0*>(dst);
   for (int64_t b = 0; b < n / kQuantBlock; ++b) {
     const float* x = src + b * kQuantBlock;
     float amax = 0.0f;
-    for (int i = 0; i < kQuantBlock; ++i) amax = std::fmax(amax, std::fabs(x[i]));
+    for (int i = 0; i < kQuantBlock; ++i) amax = std::max(amax, std::fabs(x[i]));  // passes NaN over, as fmax
     const float d = amax / 127.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     y[b].d = f32_to_f16(d);
-    for (int i = 0; i < kQuantBlock; ++i) y[b].q[i] = static_cast<int8_t>(std::roundf(x[i] * id));
+    for (int i = 0; i < kQuantBlock; ++i) y[b].q[i] = static_cast<int8_t>(round_away(x[i] * id));
   }
 }
 

@@ -22,6 +22,7 @@
 #include "models/layers.hpp"
 #include "models/trace.hpp"
 #include "tensor/cpu/cpu_backend.hpp"
+#include "tensor/cpu/reference.hpp"
 #include "tensor/quant.hpp"
 #include "tensor/safetensors_writer.hpp"
 #include "testdata.hpp"
@@ -429,6 +430,44 @@ TEST(WeightLoader, StacksRandomWeightsWithTheValuesOfEachPart) {
   ASSERT_EQ(s.b[0].numel(), 128);
   EXPECT_EQ(s.b[0].dtype, DType::F32);
   for (int64_t i = 0; i < 128; ++i) EXPECT_EQ(s.b[0].ptr<float>()[i], 0.0f) << i;  // biases are 0
+}
+
+// GPT-2's Conv1D matrices, stored [in, out], come out [out, in]: every element in its place, on
+// sizes that are not multiples of the transpose's 16-column bands, stored as F32 and as BF16,
+// kept as stored or converted (--dtype f16).
+TEST(WeightLoader, TransposesConv1DMatrices) {
+  const fs::path dir = fs::temp_directory_path() / ("purellm_transpose_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const int64_t in = 37, out = 21;
+  std::vector<float> v(static_cast<size_t>(in * out));
+  for (size_t i = 0; i < v.size(); ++i)  // distinct, and exact in BF16 and F16 (8 significant bits)
+    v[i] = std::ldexp(static_cast<float>(static_cast<int>(i % 256) - 128), static_cast<int>(i / 256));
+  std::vector<uint16_t> v16(v.size());
+  for (size_t i = 0; i < v.size(); ++i) v16[i] = f32_to_bf16(v[i]);
+  SafetensorsWriter writer;
+  writer.add("f32.weight", DType::F32, {in, out}, v.data());
+  writer.add("bf16.weight", DType::BF16, {in, out}, v16.data());
+  writer.write((dir / "model.safetensors").string());
+  const WeightFiles files = WeightFiles::open(dir.string(), LoadMode::Mmap);
+  for (const std::optional<DType> dtype : {std::optional<DType>{}, std::optional<DType>{DType::F16}})
+    for (const auto& [name, stored] :
+         {std::pair{"f32.weight", DType::F32}, std::pair{"bf16.weight", DType::BF16}}) {
+      LoadOptions options;
+      options.weight_dtype = dtype;
+      WeightLoader loader(files, options);
+      const Tensor t = loader.matrix_transposed(name, out, in);
+      ASSERT_EQ(t.rows(), out);
+      ASSERT_EQ(t.cols(), in);
+      ASSERT_EQ(t.dtype, dtype.value_or(stored)) << name;
+      std::vector<float> row(static_cast<size_t>(in));
+      for (int64_t r = 0; r < out; ++r) {
+        ref::weight_row_f32(t, r, row.data());
+        for (int64_t c = 0; c < in; ++c)
+          ASSERT_EQ(row[static_cast<size_t>(c)], v[static_cast<size_t>(c * out + r)])
+              << name << " at " << r << ", " << c;
+      }
+    }
+  fs::remove_all(dir);
 }
 
 // Resident memory of this process, and the most it has held since reset_peak_resident() (VmHWM).

@@ -864,6 +864,40 @@ TEST(Quant, GgufBlockLayout) {
   }
 }
 
+// The weight quantizer rounds as ggml's reference (std::roundf: halfway cases away from zero).
+// Block 0 has amax 127 (d = 1), so its halves are exact ties and its neighbours of halves
+// nearly so; the other blocks are random, over several magnitudes.
+TEST(Quant, WeightQuantizerRoundsHalfAwayFromZero) {
+  const int64_t n = 32 * 64;
+  std::vector<float> x(static_cast<size_t>(n), 0.0f);
+  const float ties[] = {127.0f, 0.5f, -0.5f, 1.5f, -1.5f, 2.5f, -2.5f, 126.5f, -126.5f, -127.0f,
+                        std::nextafter(0.5f, 0.0f), std::nextafter(-0.5f, 0.0f),
+                        std::nextafter(2.5f, 3.0f), std::nextafter(-2.5f, -3.0f),
+                        std::nextafter(126.5f, 0.0f), 1e-30f, -1e-30f};
+  std::copy(std::begin(ties), std::end(ties), x.begin());
+  std::mt19937 rng(11);
+  for (int64_t b = 1; b < n / 32; ++b) {
+    const float scale = std::ldexp(1.0f, static_cast<int>(b % 24) - 12);  // 2^-12 .. 2^11
+    std::uniform_real_distribution<float> u(-scale, scale);
+    for (int i = 0; i < 32; ++i) x[static_cast<size_t>(b * 32 + i)] = u(rng);
+  }
+  std::vector<BlockQ8_0> q(static_cast<size_t>(n / 32));
+  quantize_row_q8_0(x.data(), q.data(), n);
+  for (int64_t b = 0; b < n / 32; ++b) {
+    float amax = 0.0f;
+    for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[static_cast<size_t>(b * 32 + i)]));
+    const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    ASSERT_EQ(q[static_cast<size_t>(b)].d, f32_to_f16(d)) << "block " << b;
+    for (int i = 0; i < 32; ++i)
+      ASSERT_EQ(q[static_cast<size_t>(b)].q[i],
+                static_cast<int8_t>(std::roundf(x[static_cast<size_t>(b * 32 + i)] * id)))
+          << "block " << b << " value " << i;
+  }
+  EXPECT_EQ(q[0].q[5], 3);   // 2.5 -> 3
+  EXPECT_EQ(q[0].q[6], -3);  // -2.5 -> -3
+  EXPECT_EQ(q[0].q[10], 0);  // just under 0.5 -> 0
+}
+
 // The activation quantizer: d = amax / 127 and q = x / d rounded half to even, as
 // std::nearbyint rounds. Block 0 has amax 127 (d = 1), so its halves are exact ties; blocks 1
 // and 2 are random (block 2 all zero: d = 0, q = 0); s is the sum of each block's q.
