@@ -440,8 +440,8 @@ TEST(WeightLoader, TransposesConv1DMatrices) {
   fs::create_directories(dir);
   const int64_t in = 37, out = 21;
   std::vector<float> v(static_cast<size_t>(in * out));
-  for (size_t i = 0; i < v.size(); ++i)  // distinct, and exact in BF16 and F16 (8 significant bits)
-    v[i] = std::ldexp(static_cast<float>(static_cast<int>(i % 256) - 128), static_cast<int>(i / 256));
+  for (size_t i = 0; i < v.size(); ++i)  // odd m 2^k: distinct, and exact in BF16 and F16 (7 bits)
+    v[i] = std::ldexp(static_cast<float>(2 * static_cast<int>(i % 128) - 127), static_cast<int>(i / 128));
   std::vector<uint16_t> v16(v.size());
   for (size_t i = 0; i < v.size(); ++i) v16[i] = f32_to_bf16(v[i]);
   SafetensorsWriter writer;
