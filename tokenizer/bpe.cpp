@@ -132,26 +132,26 @@ std::optional<BpeModel::MergeIds> BpeModel::merge_ids(std::string_view left, std
 }
 
 void BpeModel::add_merge(const MergeSpec& m, size_t rank, const std::string& where) {
-  std::string what = where + ": merges[" + std::to_string(rank) + "]";
+  auto what = [&] { return where + ": merges[" + std::to_string(rank) + "]"; };  // built only on failure
   std::string missing;
   std::optional<MergeIds> ids;
   if (m.line.empty()) {
     ids = merge_ids(m.left, m.right, &missing);
-    if (!ids) fail(what + " [\"" + m.left + "\", \"" + m.right + "\"]", missing);
+    if (!ids) fail(what() + " [\"" + m.left + "\", \"" + m.right + "\"]", missing);
   } else {
     // "left right": HF splits at the first space. A token that contains a space makes the line
     // ambiguous; then the one split whose sides and merge are all tokens is the rule (the staged
     // Llama-2 tokenizer.json spells U+00A0 as a space in four tokens and three merges).
     std::string_view line = m.line;
     size_t sp = line.find(' ');
-    if (sp == std::string_view::npos) fail(what, "merge \"" + m.line + "\" is not two tokens separated by a space");
+    if (sp == std::string_view::npos) fail(what(), "merge \"" + m.line + "\" is not two tokens separated by a space");
     ids = merge_ids(line.substr(0, sp), line.substr(sp + 1), &missing);
     if (!ids) {
       int found = 0;
       for (size_t p = line.find(' ', sp + 1); p != std::string_view::npos; p = line.find(' ', p + 1)) {
         if (auto alt = merge_ids(line.substr(0, p), line.substr(p + 1), nullptr); alt && ++found == 1) ids = alt;
       }
-      if (found != 1) fail(what + " \"" + m.line + "\"", missing);
+      if (found != 1) fail(what() + " \"" + m.line + "\"", missing);
     }
   }
   merges_.insert(ids->left, ids->right, {static_cast<int32_t>(rank), ids->merged});
@@ -181,14 +181,14 @@ std::unique_ptr<BpeModel> BpeModel::from_json(const json& model, bool byte_level
     merges.reserve(mit->size());
     for (size_t i = 0; i < mit->size(); ++i) {
       const json& m = (*mit)[i];
-      std::string mwhere = where + ".merges[" + std::to_string(i) + "]";
+      auto mwhere = [&] { return where + ".merges[" + std::to_string(i) + "]"; };  // built only on failure
       if (m.is_string()) {
         merges.push_back({"", "", m.get<std::string>()});
-        if (merges.back().line.empty()) fail(mwhere, "empty merge");
+        if (merges.back().line.empty()) fail(mwhere(), "empty merge");
       } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
         merges.push_back({m[0].get<std::string>(), m[1].get<std::string>(), ""});
       } else {
-        fail(mwhere, "expected \"left right\" or [\"left\", \"right\"]");
+        fail(mwhere(), "expected \"left right\" or [\"left\", \"right\"]");
       }
     }
   }
