@@ -49,10 +49,11 @@ void conv1d_causal(const Kernels& k, Scratch& s, const Tensor& out, const Tensor
   const int64_t ldw = w.row_stride(), lds = state.row_stride(), ldx = x.row_stride();
   float* wt = s.shared(static_cast<size_t>(2 * K * C));  // [K, C] taps, then [K, C] old state
   float* hist = wt + K * C;
+  const float* wp = w.ptr<float>();
   float* sp = state.ptr<float>();
   for (int64_t c = 0; c < C; ++c)
     for (int64_t j = 0; j < K; ++j) {
-      wt[j * C + c] = w.ptr<float>()[c * ldw + j];
+      wt[j * C + c] = wp[c * ldw + j];
       hist[j * C + c] = sp[c * lds + j];
     }
   // Input row i of the sequence history ++ x: i < K-1 is old state entry i + 1.
