@@ -1,39 +1,19 @@
 #include "tensor/dtype.hpp"
 
-#include <array>
 #include <cctype>
 #include <stdexcept>
 #include <string>
 
 namespace purellm {
 
-namespace {
-
-// One row per dtype, in enum order.
-constexpr std::array<DTypeTraits, 9> kTraits = {{
-    {DType::F32, "F32", 1, 4, true},
-    {DType::F16, "F16", 1, 2, true},
-    {DType::BF16, "BF16", 1, 2, true},
-    {DType::I32, "I32", 1, 4, false},
-    {DType::I64, "I64", 1, 8, false},
-    {DType::Q8_0, "Q8_0", 32, 34, true},  // f16 scale + 32 x int8
-    {DType::Q4_0, "Q4_0", 32, 18, true},  // f16 scale + 16 bytes of 4-bit pairs
-    {DType::Q8_0_R16, "Q8_0_R16", 32, 34, true},  // the same blocks, 16 rows interleaved
-    {DType::Q4_0_R16, "Q4_0_R16", 32, 18, true},
-}};
-
-}  // namespace
-
-const DTypeTraits& traits(DType t) {
-  const auto i = static_cast<size_t>(t);
-  if (i >= kTraits.size()) throw std::invalid_argument("unknown dtype " + std::to_string(i));
-  return kTraits[i];
+void throw_unknown_dtype(DType t) {
+  throw std::invalid_argument("unknown dtype " + std::to_string(static_cast<int>(t)));
 }
 
 std::string_view dtype_name(DType t) { return traits(t).name; }
 
 std::optional<DType> dtype_from_name(std::string_view name) {
-  for (const auto& tr : kTraits)
+  for (const auto& tr : kDTypeTraits)
     if (tr.name == name && !is_interleaved(tr.dtype)) return tr.dtype;  // R16: memory only
   return std::nullopt;
 }

@@ -6,6 +6,7 @@
 // so a model file never needs to know which dtype its weights are in.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -27,7 +28,29 @@ struct DTypeTraits {
   bool is_float;          // can be a weight or activation converted to f32 row by row
 };
 
-const DTypeTraits& traits(DType t);
+// One row per dtype, in enum order.
+inline constexpr std::array<DTypeTraits, 9> kDTypeTraits = {{
+    {DType::F32, "F32", 1, 4, true},
+    {DType::F16, "F16", 1, 2, true},
+    {DType::BF16, "BF16", 1, 2, true},
+    {DType::I32, "I32", 1, 4, false},
+    {DType::I64, "I64", 1, 8, false},
+    {DType::Q8_0, "Q8_0", 32, 34, true},          // f16 scale + 32 x int8
+    {DType::Q4_0, "Q4_0", 32, 18, true},          // f16 scale + 16 bytes of 4-bit pairs
+    {DType::Q8_0_R16, "Q8_0_R16", 32, 34, true},  // the same blocks, 16 rows interleaved
+    {DType::Q4_0_R16, "Q4_0_R16", 32, 18, true},
+}};
+
+[[noreturn]] void throw_unknown_dtype(DType t);
+
+// Inline: Tensor::row and dtype_bytes look a dtype up for every call, in per-element loops too.
+inline const DTypeTraits& traits(DType t) {
+  const auto i = static_cast<size_t>(t);
+  if (i >= kDTypeTraits.size()) [[unlikely]]
+    throw_unknown_dtype(t);
+  return kDTypeTraits[i];
+}
+
 std::string_view dtype_name(DType t);
 // Parses a safetensors dtype name ("F32", "F16", "BF16", "I64", ...); nullopt if unknown.
 std::optional<DType> dtype_from_name(std::string_view name);

@@ -2,6 +2,8 @@
 
 #include <cmath>
 #include <limits>
+#include <stdexcept>
+#include <string>
 
 #include "tensor/dtype.hpp"
 
@@ -20,6 +22,20 @@ TEST(DType, BytesFollowBlocks) {
   EXPECT_EQ(dtype_bytes(DType::BF16, 10), 20u);
   EXPECT_EQ(dtype_bytes(DType::Q8_0, 64), 68u);
   EXPECT_EQ(dtype_bytes(DType::Q4_0, 64), 36u);
+}
+
+// traits() indexes the table by the enum's value: each row must sit at its own dtype, and a
+// value past the table is an error, not a read beyond it.
+TEST(DType, TraitsRowsFollowTheEnum) {
+  for (size_t i = 0; i < kDTypeTraits.size(); ++i)
+    EXPECT_EQ(static_cast<size_t>(kDTypeTraits[i].dtype), i) << kDTypeTraits[i].name;
+  const auto past = static_cast<DType>(kDTypeTraits.size());
+  try {
+    (void)dtype_bytes(past, 1);
+    FAIL() << "no error for a dtype past the table";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_STREQ(e.what(), ("unknown dtype " + std::to_string(kDTypeTraits.size())).c_str());
+  }
 }
 
 // Every one of the 65536 half-precision bit patterns survives f16 -> f32 -> f16.
