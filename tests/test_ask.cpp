@@ -10,6 +10,7 @@
 
 #include "ask_run.hpp"
 #include "golden.hpp"
+#include "temp_dir.hpp"
 #include "testdata.hpp"
 
 namespace fs = std::filesystem;
@@ -102,11 +103,9 @@ TEST(AskErrors, BadFlags) {
   expect_error("--dtype q3 x", "unknown dtype");
 }
 
-// A scratch copy of a fixture whose files a test may break.
-fs::path scratch_copy(const std::string& src, const std::string& name) {
-  const fs::path dst = fs::temp_directory_path() / ("purellm_ask_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(dst);
-  fs::create_directories(dst);
+// A scratch copy of a fixture, in `tmp`, whose files a test may break.
+fs::path scratch_copy(const std::string& src, const TempDir& tmp) {
+  const fs::path& dst = tmp.path();
   for (const auto& e : fs::directory_iterator(src)) fs::copy_file(e.path(), dst / e.path().filename());
   for (const auto& e : fs::directory_iterator(dst)) fs::permissions(e.path(), fs::perms::owner_write, fs::perm_options::add);
   return dst;
@@ -114,16 +113,17 @@ fs::path scratch_copy(const std::string& src, const std::string& name) {
 
 TEST(AskErrors, UnknownArchitectureListsTheSupportedOnes) {
   REQUIRE_TESTDATA(src, "fixtures/gpt2-tiny");
-  const fs::path dir = scratch_copy(src, "arch");
+  const TempDir tmp("purellm_ask");
+  const fs::path dir = scratch_copy(src, tmp);
   std::ofstream(dir / "config.json") << R"({"model_type": "mamba9", "architectures": ["Mamba9ForCausalLM"]})";
   expect_error("-m " + quote(dir.string()) + " --prompt-ids 1 --print-ids", "unsupported architecture");
   expect_error("-m " + quote(dir.string()) + " --prompt-ids 1 --print-ids", "gpt2");
-  fs::remove_all(dir);
 }
 
 TEST(AskErrors, CorruptOrMissingFiles) {
   REQUIRE_TESTDATA(src, "fixtures/gpt2-tiny");
-  const fs::path dir = scratch_copy(src, "corrupt");
+  const TempDir tmp("purellm_ask");
+  const fs::path dir = scratch_copy(src, tmp);
   std::ofstream(dir / "config.json") << "{ not json";
   expect_error("-m " + quote(dir.string()) + " --prompt-ids 1 --print-ids", "invalid JSON");
   fs::copy_file(fs::path(src) / "config.json", dir / "config.json", fs::copy_options::overwrite_existing);
@@ -133,12 +133,12 @@ TEST(AskErrors, CorruptOrMissingFiles) {
   expect_error("-m " + quote(dir.string()) + " --prompt-ids 1 --print-ids", "model.safetensors");
   fs::remove(dir / "config.json");
   expect_error("-m " + quote(dir.string()) + " --prompt-ids 1 --print-ids", "config.json");
-  fs::remove_all(dir);
 }
 
 TEST(AskErrors, NegativeConfigValueNamesTheKey) {
   REQUIRE_TESTDATA(src, "fixtures/gpt2-tiny");
-  const fs::path dir = scratch_copy(src, "negative");
+  const TempDir tmp("purellm_ask");
+  const fs::path dir = scratch_copy(src, tmp);
   std::ifstream in(fs::path(src) / "config.json");
   std::stringstream ss;
   ss << in.rdbuf();
@@ -146,7 +146,6 @@ TEST(AskErrors, NegativeConfigValueNamesTheKey) {
   cfg.replace(cfg.find("\"n_head\": 2"), 11, "\"n_head\": -2");
   std::ofstream(dir / "config.json") << cfg;
   expect_error("-m " + quote(dir.string()) + " --prompt-ids 1 --print-ids", "n_head");
-  fs::remove_all(dir);
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "app_runner.hpp"
+#include "temp_dir.hpp"
 #include "apps/chat_template.hpp"
 #include "models/model.hpp"
 #include "testdata.hpp"
@@ -83,16 +84,10 @@ TEST(ChatTemplate, DefaultSystemMessagesComeFromTheTemplates) {
   EXPECT_EQ(chat::template_for(qwen, "")->default_system, "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.");
 }
 
-fs::path scratch_dir(const std::string& name) {
-  const fs::path d = fs::temp_directory_path() / ("purellm_chat_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
-
 TEST(ChatTemplate, UnknownTemplatesPointAtTheFlag) {
   const nlohmann::json doc = cases_file();
-  const fs::path d = scratch_dir("unknown");
+  const TempDir tmp("purellm_chat");
+  const fs::path& d = tmp.path();
   std::ofstream(d / "tokenizer_config.json") << nlohmann::json{{"chat_template", doc["unrecognised"][0]}, {"eos_token", "</s>"}}.dump();
   try {
     chat::template_for(d.string(), "");
@@ -113,7 +108,6 @@ TEST(ChatTemplate, UnknownTemplatesPointAtTheFlag) {
                                                   {{"name", "default"}, {"template", "<|start_header_id|>"}}}}};
   std::ofstream(d / "tokenizer_config.json") << named.dump();
   EXPECT_EQ(chat::template_for(d.string(), "")->name(), "llama3");
-  fs::remove_all(d);
 }
 
 TEST(ChatTemplate, Llama2NeedsAlternatingTurns) {
@@ -273,7 +267,8 @@ TEST(AskChat, AppliesTheTemplateUnlessRaw) {
   EXPECT_EQ(prompt_ids(""), tok.encode("Hi", true));  // no chat_template: plain text
   EXPECT_EQ(prompt_ids("--template llama2 --system S"), tok.encode("<s>[INST] <<SYS>>\nS\n<</SYS>>\n\nHi [/INST]", false));
   // A chat model (a copy of stories260K whose tokenizer_config.json has a zephyr template).
-  const fs::path d = scratch_dir("ask");
+  const TempDir tmp("purellm_chat");
+  const fs::path& d = tmp.path();
   for (const auto& e : fs::directory_iterator(dir))
     if (e.is_regular_file()) fs::copy_file(e.path(), d / e.path().filename());
   nlohmann::json config = read_json_file((fs::path(dir) / "tokenizer_config.json").string());
@@ -290,7 +285,6 @@ TEST(AskChat, AppliesTheTemplateUnlessRaw) {
   ids = parse_ids(raw.out);
   ids.pop_back();
   EXPECT_EQ(ids, tok.encode("Hi", true));
-  fs::remove_all(d);
 }
 
 }  // namespace

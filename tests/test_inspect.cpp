@@ -16,6 +16,7 @@
 
 #include "app_runner.hpp"
 #include "golden.hpp"
+#include "temp_dir.hpp"
 #include "models/model.hpp"
 #include "testdata.hpp"
 
@@ -43,10 +44,6 @@ std::vector<std::string> model_dirs() {
   names.push_back("models/stories260K");
   std::sort(names.begin(), names.end());
   return names;
-}
-
-fs::path temp_path(const std::string& name) {
-  return fs::temp_directory_path() / ("purellm_inspect_" + name + "_" + std::to_string(::getpid()));
 }
 
 std::vector<float> values(const WeightFiles& f, const std::string& name) {
@@ -103,7 +100,8 @@ TEST_P(InspectFixture, DescribesTheModelAndItsMemoryPlan) {
 // The trace file holds what transformers calls hidden_states.N: N = 0 the embedding stage,
 // N = 1..L-1 the layer outputs, N = L after the final norm.
 TEST_P(InspectFixture, TraceFileMatchesTheHiddenStateGoldens) {
-  const fs::path file = temp_path(fs::path(dir_).filename().string() + ".safetensors");
+  const TempDir tmp("purellm_inspect");
+  const fs::path file = tmp.path() / (fs::path(dir_).filename().string() + ".safetensors");
   const test::AppRun r = inspect("-m " + quote(dir_) + " --trace " + quote(file.string()) + " --prompt-ids " + join(prompt_));
   ASSERT_EQ(r.status, 0) << r.err;
   const WeightFiles trace = WeightFiles::open(file.string(), LoadMode::Copy);
@@ -121,7 +119,6 @@ TEST_P(InspectFixture, TraceFileMatchesTheHiddenStateGoldens) {
   test::expect_close(values(trace, "final_norm"), values(*goldens_, "hidden_states." + std::to_string(L)), 1e-4f,
                      "final_norm");
   EXPECT_FALSE(trace.has("attn_probs.0"));  // only with --trace-attn
-  fs::remove(file);
 }
 
 TEST_P(InspectFixture, LogitLensOfTheLastLayerIsTheModelsOutput) {
@@ -149,7 +146,8 @@ INSTANTIATE_TEST_SUITE_P(Models, InspectFixture, ::testing::ValuesIn(model_dirs(
 
 TEST(Inspect, AttentionProbabilitiesAreCausalRowsThatSumToOne) {
   REQUIRE_TESTDATA(dir, "models/stories260K");
-  const fs::path file = temp_path("attn.safetensors");
+  const TempDir tmp("purellm_inspect");
+  const fs::path file = tmp.path() / "attn.safetensors";
   const test::AppRun r = inspect("-m " + quote(dir) + " --trace " + quote(file.string()) + " --trace-attn 'Once upon a time'");
   ASSERT_EQ(r.status, 0) << r.err;
   const WeightFiles trace = WeightFiles::open(file.string(), LoadMode::Copy);
@@ -170,13 +168,12 @@ TEST(Inspect, AttentionProbabilitiesAreCausalRowsThatSumToOne) {
         EXPECT_NEAR(sum, 1.0, 1e-5);
       }
   }
-  fs::remove(file);
 }
 
 TEST(Inspect, ConfigAloneIsEnoughForTheDescriptionButNotForAPrompt) {
   REQUIRE_TESTDATA(src, "models/stories260K");
-  const fs::path dir = temp_path("config_only");
-  fs::create_directories(dir);
+  const TempDir tmp("purellm_inspect");
+  const fs::path& dir = tmp.path();
   fs::copy_file(fs::path(src) / "config.json", dir / "config.json", fs::copy_options::overwrite_existing);
   const test::AppRun r = inspect("-m " + quote(dir.string()));
   EXPECT_EQ(r.status, 0) << r.err;
@@ -192,7 +189,6 @@ TEST(Inspect, ConfigAloneIsEnoughForTheDescriptionButNotForAPrompt) {
   const test::AppRun lens = inspect("-m " + quote(dir.string()) + " --logit-lens 'Once'");
   EXPECT_EQ(lens.status, 1);
   EXPECT_NE(lens.err.find("not downloaded"), std::string::npos) << lens.err;
-  fs::remove_all(dir);
 }
 
 TEST(Inspect, BadArgumentsGetClearErrors) {
@@ -215,7 +211,8 @@ TEST(AskTrace, RecordsThePromptPass) {
   REQUIRE_TESTDATA(dir, "fixtures/gpt2-tiny");
   const WeightFiles goldens = test::open_goldens(dir);
   const auto prompt = test::golden_i64(goldens, "input_ids").values;
-  const fs::path file = temp_path("ask.safetensors");
+  const TempDir tmp("purellm_inspect");
+  const fs::path file = tmp.path() / "ask.safetensors";
   const test::AppRun r = ask("-m " + quote(dir) + " --greedy -n 3 --print-ids --trace " + quote(file.string()) +
                              " --trace-attn --prompt-ids " + join(prompt));
   ASSERT_EQ(r.status, 0) << r.err;
@@ -228,15 +225,14 @@ TEST(AskTrace, RecordsThePromptPass) {
   // ask asks for the last position's logits only: final_norm is that row.
   const auto last = values(goldens, "hidden_states.2");
   test::expect_close(values(trace, "final_norm"), std::vector<float>(last.end() - 64, last.end()), 1e-4f, "final_norm");
-  fs::remove(file);
 }
 
 // -m auto picks the largest downloaded model that fits (models folder from $PURELLM_MODELS).
 TEST(AskAuto, PicksTheLargestDownloadedModelThatFits) {
   REQUIRE_TESTDATA(stories, "models/stories260K");
   REQUIRE_TESTDATA(gpt2, "fixtures/gpt2-tiny");
-  const fs::path models = temp_path("models");
-  fs::create_directories(models);
+  const TempDir tmp("purellm_inspect");
+  const fs::path& models = tmp.path();
   fs::create_directory_symlink(stories, models / "stories260K");
   fs::create_directory_symlink(gpt2, models / "gpt2-tiny");
   fs::create_directories(models / "config-only");

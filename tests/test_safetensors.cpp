@@ -20,6 +20,7 @@
 
 #include "tensor/safetensors.hpp"
 #include "tests/golden.hpp"
+#include "tests/temp_dir.hpp"
 #include "tests/testdata.hpp"
 
 using namespace purellm;
@@ -35,30 +36,6 @@ constexpr LoadMode kModes[] = {LoadMode::Copy, LoadMode::Mmap};
 const char* mode_name(LoadMode mode) { return mode == LoadMode::Copy ? "Copy" : "Mmap"; }
 
 // ---- files on disk ----------------------------------------------------------------------------
-
-// A fresh folder under the system temp dir, removed with everything in it.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "purellm_safetensors_XXXXXX").string();
-    if (!mkdtemp(pattern.data())) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-  std::string write(const std::string& name, const std::string& bytes) const {
-    const fs::path p = path_ / name;
-    fs::create_directories(p.parent_path());
-    std::ofstream(p, std::ios::binary).write(bytes.data(), std::streamsize(bytes.size()));
-    return p.string();
-  }
-
- private:
-  fs::path path_;
-};
 
 std::string read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -115,7 +115,7 @@ TEST(TokenizeApp, ClearErrors) {
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.err.find("no_text.jsonl:1: expected an object with a string \"text\""), std::string::npos) << r.err;
 
-  r = run_tokenize({"--tokenizer", gpt2, "--jsonl", dir.path + "/missing.jsonl"});
+  r = run_tokenize({"--tokenizer", gpt2, "--jsonl", dir.str() + "/missing.jsonl"});
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.err.find("missing.jsonl: cannot open"), std::string::npos) << r.err;
 }

@@ -44,7 +44,7 @@ TEST(TokenizerErrors, MissingFileOrFolderContents) {
   }
   TempDir empty;
   try {
-    Tokenizer::load(empty.path);
+    Tokenizer::load(empty.str());
     FAIL() << "no error";
   } catch (const TokenizerError& e) {
     EXPECT_NE(std::string(e.what()).find("no tokenizer.json"), std::string::npos) << e.what();
@@ -113,7 +113,7 @@ TEST(TokenizerErrors, MergesWithUnknownTokens) {
   dir.write("vocab.json", R"({"a": 0, "b": 1})");
   dir.write("merges.txt", "#version: 0.2\na b\n");
   try {
-    Tokenizer::load(dir.path);
+    Tokenizer::load(dir.str());
     FAIL() << "no error";
   } catch (const TokenizerError& e) {
     EXPECT_NE(std::string(e.what()).find("merged token \"ab\""), std::string::npos) << e.what();

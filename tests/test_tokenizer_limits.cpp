@@ -2,7 +2,6 @@
 // so this caps the vocabulary size: no file makes the tokenizer allocate tables for more ids.
 #include <gtest/gtest.h>
 
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -10,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/temp_dir.hpp"
 #include "tokenizer/bpe.hpp"
 #include "tokenizer/tokenizer.hpp"
 
@@ -19,10 +19,8 @@ using nlohmann::json;
 namespace {
 
 std::string tokenizer_error(const std::map<std::string, std::string>& files) {
-  const std::filesystem::path dir =
-      std::filesystem::temp_directory_path() / ("purellm_limits_" + std::to_string(::getpid()));
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
+  const TempDir tmp("purellm_limits");
+  const std::filesystem::path& dir = tmp.path();
   for (const auto& [name, text] : files) std::ofstream(dir / name) << text;
   std::string msg;
   try {
@@ -30,7 +28,6 @@ std::string tokenizer_error(const std::map<std::string, std::string>& files) {
   } catch (const TokenizerError& e) {
     msg = e.what();
   }
-  std::filesystem::remove_all(dir);
   return msg;
 }
 

@@ -4,7 +4,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include <unistd.h>
 
 #include <cstdint>
 #include <filesystem>
@@ -15,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/temp_dir.hpp"
 #include "tests/testdata.hpp"
 #include "tokenizer/tokenizer.hpp"
 
@@ -84,26 +84,6 @@ inline std::string ids_string(const std::vector<int32_t>& ids) {
   }
   return out;
 }
-
-// A fresh folder under the system temp directory, removed with everything in it at scope exit.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    static int counter = 0;
-    path = (std::filesystem::temp_directory_path() /
-            ("purellm_tok_" + std::to_string(::getpid()) + "_" + std::to_string(counter++))).string();
-    std::filesystem::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-  std::string write(const std::string& name, const std::string& content) const {
-    std::string file = path + "/" + name;
-    std::ofstream(file, std::ios::binary) << content;
-    return file;
-  }
-};
 
 // Loaded once per test binary run: several tests share the big tokenizers.
 inline const Tokenizer& cached_tokenizer(const std::string& path) {
