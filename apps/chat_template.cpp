@@ -52,7 +52,7 @@ std::string render_llama2(const Template& t, std::span<const Message> msgs) {
     if (i == 0 && has_system) content.append("<<SYS>>\n").append(system).append("\n<</SYS>>\n\n");
     content.append(m.content);
     if (m.role == "user") out += t.bos_token + "[INST] " + strip(content) + " [/INST]";
-    else if (m.role == "assistant") out += " " + strip(content) + " " + t.eos_token;
+    else if (m.role == "assistant") out.append(" ").append(strip(content)).append(" ").append(t.eos_token);
   }
   return out;
 }

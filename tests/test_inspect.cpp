@@ -31,7 +31,10 @@ test::AppRun ask(const std::string& args) { return test::run_app(PURELLM_BIN_DIR
 
 std::string join(const std::vector<int64_t>& ids) {
   std::string s;
-  for (size_t i = 0; i < ids.size(); ++i) s += (i ? "," : "") + std::to_string(ids[i]);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (i) s += ',';
+    s += std::to_string(ids[i]);
+  }
   return s;
 }
 
