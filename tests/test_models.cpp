@@ -470,10 +470,10 @@ TEST(WeightLoader, TransposesConv1DMatrices) {
     }
 }
 
-// Weights converted to F16 at load (--dtype f16) round exactly as the scalar f32_to_f16 does:
-// ties to even, subnormals, values that overflow to inf, NaN, and rows whose length leaves a
-// SIMD tail.
-TEST(WeightLoader, ConvertsToF16AsTheScalarReference) {
+// Weights converted at load from or to F16 give exactly what the scalar f16_to_f32 /
+// f32_to_f16 give: F32 -> F16 with ties to even, subnormals, values that overflow to inf, NaN,
+// and rows whose length leaves a SIMD tail; F16 -> F32 for every one of the 65536 patterns.
+TEST(WeightLoader, ConvertsF16AsTheScalarReference) {
   const TempDir tmp("purellm_f16");
   const int64_t rows = 5, cols = 37;
   std::vector<float> v(static_cast<size_t>(rows * cols));
@@ -488,8 +488,11 @@ TEST(WeightLoader, ConvertsToF16AsTheScalarReference) {
     v[i] = i % 4 == 0 ? special[i / 4 % std::size(special)]
                       : std::ldexp(static_cast<float>(mantissa), static_cast<int>(state % 32) - 45);
   }
+  std::vector<uint16_t> every(65536);
+  for (size_t i = 0; i < every.size(); ++i) every[i] = static_cast<uint16_t>(i);
   SafetensorsWriter writer;
   writer.add("w.weight", DType::F32, {rows, cols}, v.data());
+  writer.add("h.weight", DType::F16, {256, 256}, every.data());
   writer.write((tmp.path() / "model.safetensors").string());
   const WeightFiles files = WeightFiles::open(tmp.str(), LoadMode::Mmap);
   LoadOptions options;
@@ -501,6 +504,18 @@ TEST(WeightLoader, ConvertsToF16AsTheScalarReference) {
     for (int64_t c = 0; c < cols; ++c)
       ASSERT_EQ(t.row<uint16_t>(r)[c], f32_to_f16(v[static_cast<size_t>(r * cols + c)]))
           << "at " << r << ", " << c << ": " << v[static_cast<size_t>(r * cols + c)];
+  options.weight_dtype = DType::F32;
+  WeightLoader to_f32(files, options);
+  const Tensor h = to_f32.matrix("h.weight", 256, 256);
+  ASSERT_EQ(h.dtype, DType::F32);
+  for (size_t i = 0; i < every.size(); ++i) {
+    const float want = f16_to_f32(every[i]), got = h.ptr<float>()[i];
+    if (std::isnan(want)) {  // F16C quiets a signalling NaN; a NaN stays a NaN
+      ASSERT_TRUE(std::isnan(got)) << "F16 pattern " << i;
+    } else {
+      ASSERT_EQ(std::memcmp(&got, &want, sizeof(float)), 0) << "F16 pattern " << i;  // -0 too
+    }
+  }
 }
 
 // Resident memory of this process, and the most it has held since reset_peak_resident() (VmHWM).
