@@ -2,14 +2,13 @@
 // copies of test data folders that a test may break.
 #pragma once
 
-#include <unistd.h>
-
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
 
 #include "app_runner.hpp"
+#include "temp_dir.hpp"
 
 namespace purellm::test {
 
@@ -19,30 +18,15 @@ using AskRun = AppRun;
 inline AskRun run_ask(const std::string& args) { return run_app(PURELLM_BIN_DIR, "ask", args); }
 
 // A writable copy of the folder `src` (its files only), removed when the object goes.
-class ScratchCopy {
+class ScratchCopy : public TempDir {
  public:
-  ScratchCopy(const std::string& src, const std::string& name)
-      : dir_(std::filesystem::temp_directory_path() /
-             ("purellm_" + name + "_" + std::to_string(::getpid()))) {
+  ScratchCopy(const std::string& src, const std::string& name) : TempDir("purellm_" + name) {
     namespace fs = std::filesystem;
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
     for (const auto& e : fs::directory_iterator(src))
-      if (e.is_regular_file()) fs::copy_file(e.path(), dir_ / e.path().filename());
-    for (const auto& e : fs::directory_iterator(dir_))
+      if (e.is_regular_file()) fs::copy_file(e.path(), path() / e.path().filename());
+    for (const auto& e : fs::directory_iterator(path()))
       fs::permissions(e.path(), fs::perms::owner_write, fs::perm_options::add);
   }
-  ~ScratchCopy() {
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-  }
-  ScratchCopy(const ScratchCopy&) = delete;
-  ScratchCopy& operator=(const ScratchCopy&) = delete;
-  const std::filesystem::path& path() const { return dir_; }
-  std::string str() const { return dir_.string(); }
-
- private:
-  std::filesystem::path dir_;
 };
 
 inline std::string read_file_text(const std::filesystem::path& p) {

@@ -10,7 +10,6 @@
 
 #include "ask_run.hpp"
 #include "golden.hpp"
-#include "temp_dir.hpp"
 #include "testdata.hpp"
 
 namespace fs = std::filesystem;
@@ -103,18 +102,10 @@ TEST(AskErrors, BadFlags) {
   expect_error("--dtype q3 x", "unknown dtype");
 }
 
-// A scratch copy of a fixture, in `tmp`, whose files a test may break.
-fs::path scratch_copy(const std::string& src, const TempDir& tmp) {
-  const fs::path& dst = tmp.path();
-  for (const auto& e : fs::directory_iterator(src)) fs::copy_file(e.path(), dst / e.path().filename());
-  for (const auto& e : fs::directory_iterator(dst)) fs::permissions(e.path(), fs::perms::owner_write, fs::perm_options::add);
-  return dst;
-}
-
 TEST(AskErrors, UnknownArchitectureListsTheSupportedOnes) {
   REQUIRE_TESTDATA(src, "fixtures/gpt2-tiny");
-  const TempDir tmp("purellm_ask");
-  const fs::path dir = scratch_copy(src, tmp);
+  const test::ScratchCopy copy(src, "ask");
+  const fs::path& dir = copy.path();
   std::ofstream(dir / "config.json") << R"({"model_type": "mamba9", "architectures": ["Mamba9ForCausalLM"]})";
   expect_error("-m " + quote(dir.string()) + " --prompt-ids 1 --print-ids", "unsupported architecture");
   expect_error("-m " + quote(dir.string()) + " --prompt-ids 1 --print-ids", "gpt2");
@@ -122,8 +113,8 @@ TEST(AskErrors, UnknownArchitectureListsTheSupportedOnes) {
 
 TEST(AskErrors, CorruptOrMissingFiles) {
   REQUIRE_TESTDATA(src, "fixtures/gpt2-tiny");
-  const TempDir tmp("purellm_ask");
-  const fs::path dir = scratch_copy(src, tmp);
+  const test::ScratchCopy copy(src, "ask");
+  const fs::path& dir = copy.path();
   std::ofstream(dir / "config.json") << "{ not json";
   expect_error("-m " + quote(dir.string()) + " --prompt-ids 1 --print-ids", "invalid JSON");
   fs::copy_file(fs::path(src) / "config.json", dir / "config.json", fs::copy_options::overwrite_existing);
@@ -137,8 +128,8 @@ TEST(AskErrors, CorruptOrMissingFiles) {
 
 TEST(AskErrors, NegativeConfigValueNamesTheKey) {
   REQUIRE_TESTDATA(src, "fixtures/gpt2-tiny");
-  const TempDir tmp("purellm_ask");
-  const fs::path dir = scratch_copy(src, tmp);
+  const test::ScratchCopy copy(src, "ask");
+  const fs::path& dir = copy.path();
   std::ifstream in(fs::path(src) / "config.json");
   std::stringstream ss;
   ss << in.rdbuf();
