@@ -15,7 +15,8 @@ namespace purellm {
 namespace {
 
 // The row conversions of a loader: F16 goes through the CPU backend's SIMD conversions, which
-// give the same values as the scalar f16_to_f32 / f32_to_f16 and are 10x faster.
+// give the same values as the scalar f16_to_f32 / f32_to_f16 (a NaN stays a NaN) and took a
+// TinyLlama BF16 --dtype f16 load from 4.1-4.4 s to 0.6-1.1 s.
 void read_row(const Tensor& w, int64_t r, float* dst) {
   if (w.dtype != DType::F16) return ref::weight_row_f32(w, r, dst);
   const auto id = static_cast<int32_t>(r);
