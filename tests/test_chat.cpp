@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "app_runner.hpp"
+#include "ask_run.hpp"
 #include "temp_dir.hpp"
 #include "apps/chat_template.hpp"
 #include "models/model.hpp"
@@ -88,7 +89,7 @@ TEST(ChatTemplate, UnknownTemplatesPointAtTheFlag) {
   const nlohmann::json doc = cases_file();
   const TempDir tmp("purellm_chat");
   const fs::path& d = tmp.path();
-  std::ofstream(d / "tokenizer_config.json") << nlohmann::json{{"chat_template", doc["unrecognised"][0]}, {"eos_token", "</s>"}}.dump();
+  tmp.write("tokenizer_config.json", nlohmann::json{{"chat_template", doc["unrecognised"][0]}, {"eos_token", "</s>"}}.dump());
   try {
     chat::template_for(d.string(), "");
     FAIL() << "expected an error";
@@ -101,12 +102,12 @@ TEST(ChatTemplate, UnknownTemplatesPointAtTheFlag) {
   EXPECT_THROW(chat::template_for(d.string(), "vicuna"), std::runtime_error);
   // chat_template.jinja beside the config wins (transformers >= 4.43 saves it there), and a
   // list of named templates gives its "default" one.
-  std::ofstream(d / "chat_template.jinja") << "{% for m in messages %}<|im_start|>{{ m.role }}<|im_end|>{% endfor %}";
+  tmp.write("chat_template.jinja", "{% for m in messages %}<|im_start|>{{ m.role }}<|im_end|>{% endfor %}");
   EXPECT_EQ(chat::template_for(d.string(), "")->name(), "chatml");
   fs::remove(d / "chat_template.jinja");
   const nlohmann::json named = {{"chat_template", {{{"name", "tool_use"}, {"template", "x"}},
                                                   {{"name", "default"}, {"template", "<|start_header_id|>"}}}}};
-  std::ofstream(d / "tokenizer_config.json") << named.dump();
+  tmp.write("tokenizer_config.json", named.dump());
   EXPECT_EQ(chat::template_for(d.string(), "")->name(), "llama3");
 }
 
@@ -267,14 +268,11 @@ TEST(AskChat, AppliesTheTemplateUnlessRaw) {
   EXPECT_EQ(prompt_ids(""), tok.encode("Hi", true));  // no chat_template: plain text
   EXPECT_EQ(prompt_ids("--template llama2 --system S"), tok.encode("<s>[INST] <<SYS>>\nS\n<</SYS>>\n\nHi [/INST]", false));
   // A chat model (a copy of stories260K whose tokenizer_config.json has a zephyr template).
-  const TempDir tmp("purellm_chat");
-  const fs::path& d = tmp.path();
-  for (const auto& e : fs::directory_iterator(dir))
-    if (e.is_regular_file()) fs::copy_file(e.path(), d / e.path().filename());
+  const test::ScratchCopy copy(dir, "chat");
+  const fs::path& d = copy.path();
   nlohmann::json config = read_json_file((fs::path(dir) / "tokenizer_config.json").string());
   config["chat_template"] = cases_file()["templates"]["tinyllama-chat"]["jinja"];
-  fs::permissions(d / "tokenizer_config.json", fs::perms::owner_write, fs::perm_options::add);
-  std::ofstream(d / "tokenizer_config.json") << config.dump();
+  copy.write("tokenizer_config.json", config.dump());
   const std::string dq = quote(d.string());
   const test::AppRun chatty = test::run_app(PURELLM_BIN_DIR, "ask", "-m " + dq + " --greedy -n 1 --print-ids Hi");
   ASSERT_EQ(chatty.status, 0) << chatty.err;

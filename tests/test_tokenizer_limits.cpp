@@ -20,11 +20,10 @@ namespace {
 
 std::string tokenizer_error(const std::map<std::string, std::string>& files) {
   const TempDir tmp("purellm_limits");
-  const std::filesystem::path& dir = tmp.path();
-  for (const auto& [name, text] : files) std::ofstream(dir / name) << text;
+  for (const auto& [name, text] : files) tmp.write(name, text);
   std::string msg;
   try {
-    Tokenizer::load(dir.string());
+    Tokenizer::load(tmp.str());
   } catch (const TokenizerError& e) {
     msg = e.what();
   }

@@ -109,8 +109,7 @@ TEST(TokVec, Refact) {
       {"type": "Digits", "individual_digits": true},
       {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}]})");
   TempDir dir;
-  std::ofstream(dir.str() + "/tokenizer.json") << j.dump();
-  check_tokvec("granite-3.1 + Refact pre-tokenizer (refact)", dir.str() + "/tokenizer.json", "refact");
+  check_tokvec("granite-3.1 + Refact pre-tokenizer (refact)", dir.write("tokenizer.json", j.dump()), "refact");
 }
 TEST(TokVec, Starcoder) {
   GTEST_SKIP() << "tokvec/ggml-vocab-starcoder: the test data has no StarCoder tokenizer file to run it with";
