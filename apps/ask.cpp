@@ -13,6 +13,7 @@
 
 #include "apps/app_common.hpp"
 #include "apps/chat_template.hpp"
+#include "apps/op_profile.hpp"
 #include "models/generate.hpp"
 #include "models/planner.hpp"
 #include "models/trace.hpp"
@@ -60,7 +61,8 @@ const char* kUsage = R"(usage: ask [-m DIR|ALIAS] [options] "prompt"
                           (safetensors, "layer_out.3" ... F32 [T, width]; see inspect)
       --trace-attn        also the attention probabilities "attn_probs.N" [heads, T, keys]
       --profile           time the decode steps per layer (CPU: ops run synchronously) and print
-                          the share spent in Mamba2 layers, attention layers and the rest
+                          the share spent in Mamba2 layers, attention layers and the rest; then
+                          per op (matrix products per weight shape, with their weights' GB/s)
   -h, --help              this text
 )";
 
@@ -238,6 +240,8 @@ int run(const AskArgs& a) {
   cpu::set_num_threads(a.threads);
   LoadOptions load = a.load;
   load.backend = &backend_for_device(a.device);  // throws saying what is missing for cuda
+  std::optional<app::OpProfile> op_profile;      // outlives the model, which calls it
+  if (a.profile) load.backend = &op_profile.emplace(*load.backend);
   const bool random = !a.random_config.empty();
   if (random && a.prompt_ids.empty()) throw std::runtime_error("--random-weights needs --prompt-ids");
   const std::string dir = random ? std::string()
@@ -285,7 +289,11 @@ int run(const AskArgs& a) {
   DecodeProfiler profiler;
   auto on_token = [&](int32_t id) {
     if (!a.trace_file.empty()) model->set_tracer(nullptr);  // trace the prompt's pass only
-    if (a.profile) model->set_tracer(&profiler);  // from the first token on: decode steps only
+    // --profile: decode steps only, so from the first token on.
+    if (a.profile) {
+      model->set_tracer(&profiler);
+      op_profile->start();
+    }
     if (!a.ignore_eos && std::find(stops.begin(), stops.end(), id) != stops.end()) return false;  // end of turn
     if (stream && !tokenizer->is_special(id)) {
       std::fputs(stream->push(id).c_str(), stdout);
@@ -314,7 +322,10 @@ int run(const AskArgs& a) {
   }
   std::fflush(stdout);
   if (a.stats) print_stats(info, *load.backend, load_seconds, st);
-  if (a.profile) profiler.print();
+  if (a.profile) {
+    profiler.print();
+    op_profile->print(profiler.tokens());
+  }
   return 0;
 }
 

@@ -5,8 +5,12 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <regex>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "ask_run.hpp"
 #include "golden.hpp"
@@ -158,6 +162,80 @@ TEST(Ask, RandomWeightsFromAConfig) {
   }
   EXPECT_EQ(n, 8);
   expect_error("--random-weights " + quote(dir + "/config.json") + " 'text'", "needs --prompt-ids");
+}
+
+}  // namespace
+
+namespace {
+
+// One row of --profile's op table: "[profile]   LABEL CALLS US SHARE% [GB/s]".
+struct OpRow {
+  double calls = 0, us = 0, share = 0, gb_s = -1;  // gb_s: -1 where the row has none
+};
+
+// The op table's rows by label (the label may hold spaces: "matmul f32 1000 x 64"), and the
+// share of "outside the ops".
+std::map<std::string, OpRow> op_rows(const std::string& err, double& outside_share) {
+  std::map<std::string, OpRow> rows;
+  std::istringstream lines(err);
+  std::string line;
+  bool table = false;
+  while (std::getline(lines, line)) {
+    if (line.rfind("[profile]   op ", 0) == 0) table = true;
+    if (!table || line.rfind("[profile]   ", 0) != 0 || line.rfind("[profile]   op ", 0) == 0) continue;
+    std::vector<std::string> words;
+    std::istringstream in(line.substr(12));
+    for (std::string w; in >> w;) words.push_back(w);
+    if (words.back() == "ops" || words.size() < 2) continue;
+    OpRow r;
+    if (words.back().back() != '%') r.gb_s = std::stod(words.back()), words.pop_back();
+    r.share = std::stod(words.back()), words.pop_back();
+    r.us = std::stod(words.back()), words.pop_back();
+    std::string label;
+    for (size_t i = 0; i + 1 < words.size(); ++i) label += (i ? " " : "") + words[i];
+    if (label == "outside the") {  // "outside the ops US SHARE%": no calls column
+      outside_share = r.share;
+      continue;
+    }
+    r.calls = std::stod(words.back());
+    rows[label] = r;
+  }
+  return rows;
+}
+
+// --profile times the decode steps (not the prompt's pass): per layer kind, then per op. Every
+// count is read from the fixture's config: one attention per layer and step, four matrix
+// products per GPT-2 block plus the vocabulary head, whose weights stream at some GB/s.
+TEST(Ask, ProfileTimesEachOpOfTheDecodeSteps) {
+  REQUIRE_TESTDATA(dir, "fixtures/gpt2-tiny");
+  const nlohmann::json config = nlohmann::json::parse(std::ifstream(dir + "/config.json"));
+  const int layers = config["n_layer"], vocab = config["vocab_size"], width = config["n_embd"];
+  const AskRun r =
+      ask("-m " + quote(dir) + " --greedy --ignore-eos -n 6 --prompt-ids 1,2,3,4,5 --print-ids --profile");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("[profile] 5 decode steps"), std::string::npos) << r.err;
+  EXPECT_TRUE(std::regex_search(
+      r.err, std::regex("\\[profile\\] attention layers: +" + std::to_string(layers) + ",")))
+      << r.err;
+
+  double outside = -1;
+  const std::map<std::string, OpRow> rows = op_rows(r.err, outside);
+  ASSERT_TRUE(rows.count("attention")) << r.err;
+  EXPECT_EQ(rows.at("attention").calls, layers) << "a prompt token's pass was counted";
+  const std::string head = "matmul f32 " + std::to_string(vocab) + " x " + std::to_string(width);
+  ASSERT_TRUE(rows.count(head)) << r.err;
+  EXPECT_EQ(rows.at(head).calls, 1.0);
+  double matmuls = 0, shares = outside;
+  for (const auto& [label, row] : rows) {
+    const bool matmul = label.rfind("matmul ", 0) == 0;
+    if (matmul) matmuls += row.calls;
+    EXPECT_EQ(matmul, row.gb_s > 0) << label << ": weights GB/s only, and always, for matrix products";
+    EXPECT_GT(row.us, 0) << label;
+    shares += row.share;
+  }
+  EXPECT_EQ(matmuls, 4 * layers + 1) << r.err;
+  EXPECT_GE(outside, 0) << r.err;
+  EXPECT_NEAR(shares, 100.0, 0.05 * static_cast<double>(rows.size() + 1)) << r.err;
 }
 
 }  // namespace
