@@ -427,6 +427,7 @@ TEST_P(Ops, Attention) {
       {32, 4, 64, 1, 300, 0, false, true}, {6, 2, 80, 4, 20, 0, false, false},   // groups of 8, 3
       {71, 1, 64, 2, 50, 0, true, false},                                        // MQA, many heads
       {12, 12, 64, 1, 300, 0, false, true}, {5, 5, 20, 2, 40, 6, true, false},  // MHA decode: GPT-2, odd
+      {12, 2, 40, 1, 70, 30, false, true},  {10, 2, 33, 2, 50, 0, true, false},  // groups of 6, 5
       // 16 queries and more: the tiled road (blocks of 256 keys, panels of mr queries)
       {12, 12, 64, 40, 0, 0, false, false},  {8, 2, 33, 300, 17, 0, false, false},  // MHA, GQA: 2 blocks
       {6, 1, 64, 20, 290, 0, true, false},   {4, 2, 7, 50, 10, 5, false, false},    // MQA ALiBi, window
