@@ -40,17 +40,19 @@ void OpProfile::print(int64_t steps) const {
   if (!on_ || steps <= 0) return;
   const double wall = std::chrono::duration<double>(Clock::now() - started_).count();
   std::vector<std::pair<Key, Totals>> sorted(rows_.begin(), rows_.end());
-  std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return a.second.seconds > b.second.seconds; });
+  std::sort(sorted.begin(), sorted.end(),
+            [](const auto& a, const auto& b) { return a.second.seconds > b.second.seconds; });
   const double per_step = 1e6 / static_cast<double>(steps);
-  std::fprintf(stderr, "[profile] ops per decode step (%lld steps, %.1f us each):\n", static_cast<long long>(steps),
-               wall * per_step);
+  std::fprintf(stderr, "[profile] ops per decode step (%lld steps, %.1f us each):\n",
+               static_cast<long long>(steps), wall * per_step);
   std::fprintf(stderr, "[profile]   %-28s %8s %10s %7s %13s\n", "op", "calls", "us", "share", "weights GB/s");
   double in_ops = 0;
   for (const auto& [key, t] : sorted) {
     const auto& [op, dtype, rows, cols] = key;
     in_ops += t.seconds;
     std::fprintf(stderr, "[profile]   %-28s %8.1f %10.1f %6.1f%%", row_label(op, dtype, rows, cols).c_str(),
-                 static_cast<double>(t.calls) / static_cast<double>(steps), t.seconds * per_step, 100.0 * t.seconds / wall);
+                 static_cast<double>(t.calls) / static_cast<double>(steps), t.seconds * per_step,
+                 100.0 * t.seconds / wall);
     if (t.weight_bytes > 0) std::fprintf(stderr, " %13.2f", t.weight_bytes / t.seconds / 1e9);
     std::fprintf(stderr, "\n");
   }
@@ -63,7 +65,8 @@ void OpProfile::embed(const Tensor& out, const Tensor& table, std::span<const in
   timed("embed", [&] { inner_.embed(out, table, ids); });
 }
 void OpProfile::matmul(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& bias) {
-  timed(Key{"matmul", w.dtype, w.rows(), w.cols()}, static_cast<double>(w.nbytes()), [&] { inner_.matmul(out, x, w, bias); });
+  timed(Key{"matmul", w.dtype, w.rows(), w.cols()}, static_cast<double>(w.nbytes()),
+        [&] { inner_.matmul(out, x, w, bias); });
 }
 void OpProfile::add(const Tensor& out, const Tensor& a, const Tensor& b) {
   timed("add", [&] { inner_.add(out, a, b); });
@@ -104,8 +107,8 @@ void OpProfile::silu(const Tensor& out, const Tensor& x) {
 void OpProfile::silu_mul(const Tensor& out, const Tensor& gate, const Tensor& up) {
   timed("silu_mul", [&] { inner_.silu_mul(out, gate, up); });
 }
-void OpProfile::rope(const Tensor& x, int n_heads, int head_dim, int rot_dims, int64_t pos0, const Tensor& cos,
-                     const Tensor& sin) {
+void OpProfile::rope(const Tensor& x, int n_heads, int head_dim, int rot_dims, int64_t pos0,
+                     const Tensor& cos, const Tensor& sin) {
   timed("rope", [&] { inner_.rope(x, n_heads, head_dim, rot_dims, pos0, cos, sin); });
 }
 void OpProfile::attention(const Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
